@@ -1,0 +1,88 @@
+"""The one exception tree of FlowForge.
+
+Every error the library raises on purpose is a `FlowForgeError`. The API maps each class to an
+HTTP status and the JSON shape `{"error": {"code", "message", "details"}}` in one place, so a
+new error type needs a `code` and a `status` here and nothing else. `retryable` marks errors
+where trying the same thing later may succeed (Prefect briefly unreachable), which is what the
+sync loop looks at.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowForgeError(Exception):
+    """Base of every deliberate FlowForge error."""
+
+    code = "flowforge_error"
+    status = 500
+    retryable = False
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class SpecError(FlowForgeError):
+    """A workflow document is invalid; `details` lists every problem, each naming its field."""
+
+    code = "invalid_workflow"
+    status = 422
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        self.problems = problems
+        first = problems[0]["message"] if problems else "invalid workflow"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{first}{more}", details=problems)
+
+
+class InputError(FlowForgeError):
+    """Run inputs do not match the workflow's declared inputs."""
+
+    code = "invalid_inputs"
+    status = 422
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(p["message"] for p in problems), details=problems)
+
+
+class NotFoundError(FlowForgeError):
+    code = "not_found"
+    status = 404
+
+
+class ConflictError(FlowForgeError):
+    code = "conflict"
+    status = 409
+
+
+class PrefectUnavailableError(FlowForgeError):
+    """Prefect's API could not be reached or answered with a server error."""
+
+    code = "prefect_unavailable"
+    status = 503
+    retryable = True
+
+
+class JobError(FlowForgeError):
+    """A job ran and failed (non-zero exit, timeout, delivery error); raised inside a flow run."""
+
+    code = "job_failed"
+    status = 500
+
+
+__all__ = [
+    "ConflictError",
+    "FlowForgeError",
+    "InputError",
+    "JobError",
+    "NotFoundError",
+    "PrefectUnavailableError",
+    "SpecError",
+]

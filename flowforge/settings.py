@@ -1,0 +1,72 @@
+"""The one settings class: every knob is a `FLOWFORGE_*` variable (or a `flowforge up` option).
+
+Lives in the library, not in `api/`, because the CLI that starts everything needs the same
+values as the service it starts. Derived paths (database, Prefect home, project dir) are
+properties so that changing `home` moves them all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWFORGE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".flowforge")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    prefect_port: int = 4200
+    # When empty, FlowForge uses PREFECT_API_URL if set, else the server `flowforge up` starts.
+    prefect_api_url: str | None = None
+    prefect_ui_url: str | None = None
+    database_url: str | None = None
+    project_dir: Path | None = None
+    work_pool: str = "flowforge-process"
+    worker_query_seconds: float = 1.0
+    # How often the API retries the Prefect sync of workflows marked out of sync.
+    sync_interval: float = 15.0
+    # Per-request timeout for Prefect calls made by the API; short, so a dead Prefect
+    # server does not hang a request that could store the definition and answer.
+    prefect_timeout: float = 10.0
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'flowforge.db'}"
+
+    @property
+    def project(self) -> Path:
+        """Where generated flows and prefect.yaml live; the deployments' working directory."""
+        return self.project_dir or self.home / "project"
+
+    @property
+    def flows_dir(self) -> Path:
+        return self.project / "flows"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    def prefect_url(self) -> str:
+        import os  # read here and only here: Prefect's own variable names the server to use
+
+        return (
+            self.prefect_api_url
+            or os.environ.get("PREFECT_API_URL")
+            or f"http://127.0.0.1:{self.prefect_port}/api"
+        )
+
+    def ui_url(self) -> str:
+        return self.prefect_ui_url or self.prefect_url().removesuffix("/api")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+__all__ = ["Settings", "get_settings"]

@@ -1,0 +1,506 @@
+"""The workflow document: pydantic models, parsing (JSON or YAML) and whole-graph validation.
+
+This is the contract between the API, the compiler and the runtime. `load_workflow()` is the one
+entry point: it parses, checks the shape with pydantic, then checks the graph (cycles, unknown
+needs, template references, run-if rules) and reports *every* problem at once in a `SpecError`,
+each naming the field and, where there is one, the job at fault.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import hashlib
+import json
+import keyword
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from flowforge.errors import InputError, SpecError
+from flowforge.runtime import gate, templates
+from flowforge.triggers import Trigger
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+JOB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
+RESERVED_INPUTS = {"flowforge_trigger"}
+TEMPLATE_ROOTS = {"inputs", "jobs", "run", "item", "trigger", "params", "env"}
+
+InputType = Literal["string", "integer", "number", "boolean", "enum", "json"]
+Runtime = Literal["bash", "python", "node"]
+EdgeOn = Literal["success", "failure", "completion", "always", "true", "false"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InputSpec(_Model):
+    type: InputType = "string"
+    description: str | None = None
+    enum: list[Any] | None = None
+    default: Any = None
+    required: bool | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> InputSpec:
+        if self.type == "enum" and not self.enum:
+            raise ValueError("type 'enum' needs a non-empty 'enum' list")
+        if self.default is not None:
+            problem = input_type_problem(self, self.default)
+            if problem:
+                raise ValueError(f"default {problem}")
+        return self
+
+    @property
+    def is_required(self) -> bool:
+        return self.required if self.required is not None else self.default is None
+
+
+class Need(_Model):
+    job: str
+    on: EdgeOn = "success"
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _bool_on(cls, value: Any) -> Any:
+        # `on: true` in YAML is a boolean; the document means the condition edge.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
+
+class LocalTarget(_Model):
+    pass
+
+
+class Target(_Model):
+    local: LocalTarget | None = None
+    container: dict[str, Any] | None = None
+    ssh: dict[str, Any] | None = None
+
+
+class Job(_Model):
+    name: str
+    type: Literal["script", "message", "http", "workflow", "condition"] = "script"
+    description: str | None = None
+    needs: list[Need] = Field(default_factory=list)
+    run_if: str = "all"
+    env: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    target: Target | None = None
+    retries: Annotated[int, Field(ge=0, le=100)] = 0
+    retry_delay: Annotated[float, Field(ge=0, le=86400)] = 0
+    timeout: Annotated[float | None, Field(gt=0, le=7 * 86400)] = None
+    continue_on_error: bool = False
+    # script
+    runtime: Runtime | None = None
+    script: str | None = None
+    # message
+    to: str | list[str] | None = None
+    title: str | None = None
+    body: str | None = None
+    # later job kinds and controls, declared so that a document using them gets a clear
+    # "not supported" error naming the job instead of an unknown-field error
+    method: str | None = None
+    url: str | None = None
+    expect_status: list[int] | None = None
+    workflow: str | None = None
+    inputs: dict[str, Any] | None = None
+    for_each: Any = None
+    max_parallel: int | None = None
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _plain_needs(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"job": v} if isinstance(v, str) else _fix_on_key(v) for v in value]
+        return value
+
+    @field_validator("run_if", mode="before")
+    @classmethod
+    def _lower_rule(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class Settings(_Model):
+    max_parallel_jobs: Annotated[int, Field(ge=1, le=1000)] = 10
+    timeout: Annotated[float | None, Field(gt=0, le=30 * 86400)] = None
+    fail_fast: bool = False
+    execution: Literal["dag", "sequential"] | None = None
+    work_pool: str | None = None
+
+
+class Workflow(_Model):
+    name: str
+    description: str | None = None
+    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    settings: Settings = Field(default_factory=Settings)
+    jobs: list[Job]
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    triggers: list[Trigger] = Field(default_factory=list)
+
+    def job(self, name: str) -> Job:
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+    @property
+    def is_sequential(self) -> bool:
+        if self.settings.execution is not None:
+            return self.settings.execution == "sequential"
+        return not any(job.needs for job in self.jobs)
+
+
+def _fix_on_key(value: Any) -> Any:
+    # YAML 1.1 loaders read a bare `on:` key as the boolean True.
+    if isinstance(value, dict) and True in value and "on" not in value:
+        value = {("on" if k is True else k): v for k, v in value.items()}
+    return value
+
+
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with the YAML 1.2 core schema's plain scalars.
+
+    Only true/false are booleans (so `on:` and `yes` stay strings); `10:30` and `1_000` stay
+    strings and `017` is decimal (YAML 1.1 read them as sexagesimal 630, 1000 and octal 15); and
+    `2024-01-01` stays a string instead of a `datetime.date`, which is not JSON.
+    """
+
+
+_YAML_1_1_ONLY = {"tag:yaml.org,2002:" + t for t in ("bool", "int", "float", "timestamp")}
+_Yaml12Loader.yaml_implicit_resolvers = {
+    key: [(tag, rx) for tag, rx in resolvers if tag not in _YAML_1_1_ONLY]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Yaml12Loader.add_implicit_resolver(  # before float, so "1" is an int
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"),
+)
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    return int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
+
+
+_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _core_int)
+
+
+def parse_document(text: str | bytes) -> Any:
+    """Parse a workflow document given as JSON or YAML text (JSON is a subset of YAML 1.2)."""
+    try:
+        return yaml.load(text, Loader=_Yaml12Loader)
+    except yaml.YAMLError as exc:
+        raise SpecError([{"field": "", "message": f"not valid JSON or YAML: {exc}"}]) from exc
+
+
+def _loc(loc: tuple[Any, ...], data: Any) -> tuple[str, str | None]:
+    """Render a pydantic error location as `jobs[2].needs[0].job`, and find the job's name."""
+    parts: list[str] = []
+    job = None
+    node = data  # the document value at the location walked so far
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if i == 1 and loc[0] == "jobs" and isinstance(node, dict):
+                job = node.get("name")
+        elif (isinstance(node, dict) and part not in node and node.get("type") == part
+              and i + 1 < len(loc)):
+            continue  # a discriminated union's tag (`triggers[0].schedule.cron`), not a field
+        else:
+            parts.append(("." if parts else "") + str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return "".join(parts), job if isinstance(job, str) else None
+
+
+def _problem(field: str, message: str, job: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"field": field, "message": message}
+    if job is not None:
+        out["job"] = job
+    return out
+
+
+def load_workflow(document: Any) -> Workflow:
+    """Parse and validate a workflow document (text, or already-parsed data)."""
+    data = parse_document(document) if isinstance(document, str | bytes) else document
+    if not isinstance(data, dict):
+        raise SpecError([_problem("", "a workflow document must be a mapping")])
+    try:
+        workflow = Workflow.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+            field, job = _loc(loc, data)
+            msg = err["msg"].removeprefix("Value error, ")
+            if job:
+                msg = f"job '{job}': {field.split('.', 1)[-1]}: {msg}"
+            else:
+                msg = f"{field}: {msg}" if field else msg
+            problems.append(_problem(field, msg, job))
+        raise SpecError(problems) from exc
+    problems = check_graph(workflow)
+    if problems:
+        raise SpecError(problems)
+    return workflow
+
+
+def check_graph(wf: Workflow) -> list[dict[str, Any]]:
+    """Every whole-document problem pydantic cannot see, in document order."""
+    problems: list[dict[str, Any]] = []
+    if not NAME_RE.match(wf.name):
+        problems.append(_problem("name", f"workflow name '{wf.name}' must be a lowercase slug "
+                                 "(a-z, 0-9, '-', '_'; at most 63 characters)"))
+    for name in wf.inputs:
+        if not name.isidentifier() or keyword.iskeyword(name) or name in RESERVED_INPUTS:
+            problems.append(_problem(f"inputs.{name}", f"input name '{name}' must be a Python "
+                                     "identifier and not reserved"))
+    if not wf.jobs:
+        problems.append(_problem("jobs", "a workflow needs at least one job"))
+    seen: set[str] = set()
+    for i, job in enumerate(wf.jobs):
+        if job.name in seen:
+            problems.append(_problem(f"jobs[{i}].name", f"duplicate job name '{job.name}'",
+                                     job.name))
+        seen.add(job.name)
+        if not JOB_NAME_RE.match(job.name):
+            problems.append(_problem(f"jobs[{i}].name", f"job name '{job.name}' must start with "
+                                     "a letter or '_' and hold only letters, digits, '_', '-'",
+                                     job.name))
+        problems.extend(_check_job(wf, i, job, seen_all={j.name for j in wf.jobs}))
+    if problems:
+        return problems
+    try:
+        order = topological_order(wf)
+    except graphlib.CycleError as exc:
+        cycle = list(exc.args[1])
+        return [_problem("jobs", "dependency cycle: " + " -> ".join(cycle), cycle[0])]
+    problems.extend(_check_templates(wf, order))
+    return problems
+
+
+def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    at = f"jobs[{i}]"
+
+    def bad(field: str, message: str) -> None:
+        out.append(_problem(f"{at}.{field}" if field else at, f"job '{job.name}': {message}",
+                            job.name))
+
+    for k, need in enumerate(job.needs):
+        if need.job not in seen_all:
+            bad(f"needs[{k}].job", f"needs unknown job '{need.job}'")
+        elif need.job == job.name:
+            bad(f"needs[{k}].job", "cannot need itself")
+    names = [n.job for n in job.needs]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        bad("needs", f"lists '{dup}' more than once")
+    if job.run_if not in gate.ALL_RULES:
+        bad("run_if", f"unknown run_if '{job.run_if}'; expected one of "
+            + ", ".join(sorted(gate.ALL_RULES)))
+    elif job.run_if not in gate.EDGE_MODES and any(n.on != "success" for n in job.needs):
+        bad("run_if", f"run_if rule '{job.run_if}' works on plain needs; "
+            "use run_if all/any with `on:` edges instead")
+    if job.type == "script":
+        if job.runtime is None:
+            bad("runtime", "a script job needs 'runtime' (bash, python or node)")
+        if not job.script:
+            bad("script", "a script job needs a non-empty 'script'")
+    elif job.type == "message":
+        if not job.to:
+            bad("to", "a message job needs 'to' (one or more apprise URLs)")
+        if job.body is None:
+            bad("body", "a message job needs a 'body'")
+    else:
+        bad("type", f"job type '{job.type}' is not supported in this release "
+            "(supported: script, message)")
+    for field in ("for_each", "max_parallel"):
+        if getattr(job, field) is not None:
+            bad(field, f"'{field}' is not supported in this release")
+    if job.target is not None and (job.target.container is not None or job.target.ssh is not None):
+        bad("target", "container and ssh targets are not supported in this release "
+            "(supported: local)")
+    for key in job.env:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            bad(f"env.{key}", f"env name '{key}' is not a valid variable name")
+        elif key.startswith(("FLOWFORGE_", "PREFECT_")):
+            bad(f"env.{key}", f"env name '{key}' is reserved")
+    return out
+
+
+def _template_fields(wf: Workflow) -> list[tuple[str, str | None, str]]:
+    """`(field, job, template)` for every template string in the document."""
+    found: list[tuple[str, str | None, str]] = []
+
+    def walk(value: Any, field: str, job: str | None) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{field}.{k}", job)
+        elif isinstance(value, list):
+            for k, v in enumerate(value):
+                walk(v, f"{field}[{k}]", job)
+        elif templates.is_template(value):
+            found.append((field, job, value))
+
+    for i, job in enumerate(wf.jobs):
+        for attr in ("env", "params", "to", "title", "body"):
+            walk(getattr(job, attr), f"jobs[{i}].{attr}", job.name)
+    walk(wf.outputs, "outputs", None)
+    return found
+
+
+def _check_templates(wf: Workflow, order: list[str]) -> list[dict[str, Any]]:
+    problems: list[dict[str, Any]] = []
+    ancestors = ancestor_map(wf)
+    jobs = {j.name for j in wf.jobs}
+    for field, job, source in _template_fields(wf):
+        prefix = f"job '{job}': " if job else ""
+        try:
+            refs = list(templates.references(source))
+            roots = templates.root_names(source)
+        except templates.TemplateError as exc:
+            problems.append(_problem(field, f"{prefix}{field.split('.', 1)[-1]}: {exc}", job))
+            continue
+        for root in sorted(roots - TEMPLATE_ROOTS):
+            problems.append(_problem(field, f"{prefix}template names unknown variable '{root}' "
+                                     f"(known: {', '.join(sorted(TEMPLATE_ROOTS))})", job))
+        for root, name in refs:
+            if root == "jobs" and name not in jobs:
+                problems.append(_problem(field, f"{prefix}template names unknown job '{name}'",
+                                         job))
+            elif root == "jobs" and job is not None and name not in ancestors[job]:
+                problems.append(_problem(field, f"{prefix}template reads jobs.{name} but "
+                                         f"'{job}' does not depend on '{name}' (add it to needs)",
+                                         job))
+            elif root == "inputs" and name not in wf.inputs:
+                problems.append(_problem(field, f"{prefix}template names unknown input '{name}'",
+                                         job))
+    return problems
+
+
+def effective_needs(wf: Workflow) -> dict[str, list[Need]]:
+    """Each job's incoming edges, with the sequential fallback applied."""
+    if wf.is_sequential and not any(job.needs for job in wf.jobs):
+        out: dict[str, list[Need]] = {}
+        for prev, job in zip([None, *wf.jobs[:-1]], wf.jobs, strict=True):
+            out[job.name] = [Need(job=prev.name)] if prev is not None else []
+        return out
+    return {job.name: list(job.needs) for job in wf.jobs}
+
+
+def topological_order(wf: Workflow) -> list[str]:
+    """Jobs in dependency order; ties broken by document order so output is byte-stable."""
+    needs = effective_needs(wf)
+    position = {job.name: i for i, job in enumerate(wf.jobs)}
+    sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+    for job in wf.jobs:
+        sorter.add(job.name, *[n.job for n in needs[job.name]])
+    sorter.prepare()
+    order: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
+        order.extend(ready)
+        sorter.done(*ready)
+    return order
+
+
+def ancestor_map(wf: Workflow) -> dict[str, set[str]]:
+    needs = effective_needs(wf)
+    memo: dict[str, set[str]] = {}
+    for name in topological_order(wf):
+        acc: set[str] = set()
+        for need in needs[name]:
+            acc.add(need.job)
+            acc |= memo[need.job]
+        memo[name] = acc
+    return memo
+
+
+def spec_json(wf: Workflow) -> str:
+    """Canonical JSON of a workflow: what is hashed, stored and written beside the flow."""
+    return json.dumps(wf.model_dump(mode="json", exclude_none=True), sort_keys=True, indent=2) + "\n"
+
+
+def spec_hash(wf: Workflow) -> str:
+    return hashlib.sha256(spec_json(wf).encode()).hexdigest()[:16]
+
+
+def input_type_problem(spec: InputSpec, value: Any) -> str | None:
+    """Why `value` is not valid for `spec`, or None."""
+    kind = spec.type
+    ok = {
+        "string": lambda v: isinstance(v, str),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "boolean": lambda v: isinstance(v, bool),
+        "enum": lambda v: True,
+        "json": lambda v: True,
+    }[kind]
+    if not ok(value):
+        return (f"must be of type {kind}, got {type(value).__name__} "
+                f"{json.dumps(value, default=str)[:60]}")
+    if spec.enum is not None and value not in spec.enum:
+        return (f"must be one of {json.dumps(spec.enum, default=str)}, "
+                f"got {json.dumps(value, default=str)[:60]}")
+    return None
+
+
+def resolve_inputs(wf: Workflow, given: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate run inputs against the declared ones and fill defaults; InputError names each."""
+    given = dict(given or {})
+    problems: list[dict[str, Any]] = []
+    for name in sorted(set(given) - set(wf.inputs)):
+        problems.append({"field": f"inputs.{name}", "input": name,
+                         "message": f"unknown input '{name}'"})
+    resolved: dict[str, Any] = {}
+    for name, spec in wf.inputs.items():
+        if name in given:
+            problem = input_type_problem(spec, given[name])
+            if problem:
+                problems.append({"field": f"inputs.{name}", "input": name,
+                                 "message": f"input '{name}' {problem}"})
+            resolved[name] = given[name]
+        elif spec.default is not None:
+            resolved[name] = spec.default
+        elif spec.is_required:
+            problems.append({"field": f"inputs.{name}", "input": name,
+                             "message": f"input '{name}' is required"})
+        else:
+            resolved[name] = None
+    if problems:
+        raise InputError(problems)
+    return resolved
+
+
+__all__ = [
+    "InputSpec",
+    "Job",
+    "Need",
+    "Settings",
+    "Target",
+    "Workflow",
+    "ancestor_map",
+    "check_graph",
+    "effective_needs",
+    "load_workflow",
+    "parse_document",
+    "resolve_inputs",
+    "spec_hash",
+    "spec_json",
+    "topological_order",
+]

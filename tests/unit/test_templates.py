@@ -1,0 +1,194 @@
+"""flowforge.runtime.templates: sandboxed rendering and the references validation reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowforge.runtime.templates import (
+    TemplateError,
+    is_template,
+    references,
+    render,
+    root_names,
+    to_env_value,
+)
+
+CTX: dict[str, Any] = {
+    "inputs": {"n": 5, "name": "acme", "flag": False},
+    "jobs": {
+        "a": {"state": "COMPLETED", "output": {"rows": 3, "nested": {"k": [1, 2]}}, "error": None},
+        "skipped": {"state": "SKIPPED", "output": None},
+    },
+    "run": {"id": "r-1"},
+    "item": "file1.csv",
+}
+
+
+# --- single expression keeps its native type -----------------------------------------------------
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("{{ inputs.n }}", 5),
+    ("  {{ inputs.n }}\n", 5),
+    ("{{ inputs.flag }}", False),
+    ("{{ jobs.a.output }}", {"rows": 3, "nested": {"k": [1, 2]}}),
+    ("{{ jobs.a.output.nested.k }}", [1, 2]),
+    ("{{ jobs.a.output.nested.k[1] }}", 2),
+    ("{{ jobs['a'].output['rows'] }}", 3),
+    ("{{ inputs.n + 1 }}", 6),
+    ("{{ inputs.n > 2 }}", True),
+    ("{{ item }}", "file1.csv"),
+    ("{{- inputs.n -}}", 5),
+    ("{{+ inputs.n +}}", 5),
+    ("{{-inputs.n}}", 5),  # whitespace control, not negation
+    ("{{ -inputs.n }}", -5),
+    ("{{ 'a}}b' }}", "a}}b"),
+])
+def test_single_expression_keeps_native_type(source: str, expected: Any) -> None:
+    got = render(source, CTX)
+    assert got == expected and type(got) is type(expected)
+
+
+# --- mixed text renders a string --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("n={{ inputs.n }}", "n=5"),
+    ("{{ inputs.n }}{{ inputs.name }}", "5acme"),
+    ("{{ inputs.n }} and {{ inputs.n }}", "5 and 5"),
+    ("{{ inputs.n -}}  x  {{- inputs.n }}", "5x5"),
+    ("{% if inputs.n > 2 %}big{% else %}small{% endif %}", "big"),
+    ("{% for k in jobs.a.output.nested.k %}[{{ k }}]{% endfor %}", "[1][2]"),
+    ("rows: {{ jobs.a.output.rows }}", "rows: 3"),
+    ("{{ '{{' }}", "{{"),
+])
+def test_mixed_text_renders_a_string(source: str, expected: str) -> None:
+    assert render(source, CTX) == expected
+
+
+def test_non_templates_pass_through_untouched() -> None:
+    for value in ("plain", "a { b } c", 42, 1.5, True, None):
+        assert render(value, CTX) == value
+
+
+def test_render_recurses_into_lists_and_dicts() -> None:
+    got = render({"a": ["{{ inputs.n }}", "x{{ inputs.n }}", 7], "b": {"c": "{{ jobs.a.output.rows }}"}}, CTX)
+    assert got == {"a": [5, "x5", 7], "b": {"c": 3}}
+
+
+# --- undefined job output ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", [
+    "{{ jobs.skipped.output }}",
+    "{{ jobs.skipped.output.rows }}",
+    "{{ jobs.never_ran.output.rows.deeper }}",
+    "{{ inputs.missing }}",
+    "{{ jobs.a.output.nope }}",
+])
+def test_undefined_single_expression_is_none(source: str) -> None:
+    assert render(source, CTX) is None
+
+
+def test_undefined_in_text_is_empty() -> None:
+    assert render("[{{ jobs.never_ran.output.rows }}]", CTX) == "[]"
+    assert render("[{{ jobs.skipped.output.rows }}]", CTX) == "[]"
+
+
+# --- the sandbox ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", [
+    "{{ ''.__class__.__mro__ }}",
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "x {{ ''.__class__ }} y",
+    "{{ inputs.__class__ }}",
+    "{{ jobs.never_ran.__class__ }}",
+    "{{ cycler.__init__.__globals__ }}",
+    "{{ jobs.a.output.nested.k.append(3) }}",
+    "{{ inputs.update(n=6) }}",
+    "{{ range(10 ** 9) | list | length }}",
+])
+def test_sandbox_blocks_escapes_with_a_template_error(source: str) -> None:
+    with pytest.raises(TemplateError):
+        render(source, CTX)
+    assert CTX["inputs"]["n"] == 5 and CTX["jobs"]["a"]["output"]["nested"]["k"] == [1, 2]
+
+
+def test_sandbox_error_says_what_was_unsafe() -> None:
+    with pytest.raises(TemplateError, match=r"__class__.*unsafe"):
+        render("{{ ''.__class__.__mro__ }}", CTX)
+
+
+def test_no_imports_or_builtins() -> None:
+    assert render("{{ __import__ }}", CTX) is None
+    with pytest.raises(TemplateError):
+        render("{{ __import__('os').system('true') }}", CTX)
+
+
+@pytest.mark.parametrize("source", ["{{ inputs.n", "{% if %}", "{{ }}", "{% for %}{% endfor %}"])
+def test_syntax_errors_are_template_errors(source: str) -> None:
+    with pytest.raises(TemplateError, match="does not parse"):
+        render(source, CTX)
+
+
+def test_runtime_errors_are_template_errors() -> None:
+    with pytest.raises(TemplateError, match="division by zero"):
+        render("{{ 1 / 0 }}", CTX)
+    with pytest.raises(TemplateError):
+        render("{{ 'not json' | fromjson }}", CTX)
+
+
+# --- filters ----------------------------------------------------------------------------------------
+
+def test_tojson_filter_is_sorted_json() -> None:
+    assert render("{{ jobs.a.output | tojson }}", CTX) == '{"nested": {"k": [1, 2]}, "rows": 3}'
+    assert render("x={{ inputs.name | tojson }}", CTX) == 'x="acme"'
+    assert render("{{ jobs.skipped.output | tojson }}", CTX) == "null"
+
+
+def test_fromjson_filter() -> None:
+    assert render("{{ '{\"a\": [1]}' | fromjson }}", CTX) == {"a": [1]}
+
+
+# --- references, root names, helpers ------------------------------------------------------------------
+
+def test_references_attribute_and_item_forms() -> None:
+    refs = list(references("{{ jobs.a.output.x }} {{ jobs['b'].state }} {{ inputs.n }} "
+                           "{% if run.id %}{{ item }}{% endif %}"))
+    assert refs == [("jobs", "a"), ("jobs", "b"), ("inputs", "n"), ("run", "id")]
+
+
+def test_references_in_filters_loops_and_conditions() -> None:
+    refs = set(references("{% for f in jobs.lister.output.files %}{{ f }}{% endfor %}"
+                          "{{ jobs.c.output | tojson }}{% if inputs.flag %}x{% endif %}"))
+    assert {("jobs", "lister"), ("jobs", "c"), ("inputs", "flag")} <= refs
+
+
+def test_references_of_plain_text_and_dynamic_keys() -> None:
+    assert list(references("no template here")) == []
+    assert list(references("{{ jobs[inputs.which] }}")) == [("inputs", "which")]
+
+
+def test_references_raise_on_bad_syntax() -> None:
+    with pytest.raises(TemplateError, match="does not parse"):
+        list(references("{{ jobs.a.output"))
+
+
+def test_root_names_exclude_loop_and_set_variables() -> None:
+    assert root_names("{% for f in jobs.a.output %}{{ f }}{% endfor %}{% set z = 1 %}{{ z }}{{ item }}") == {
+        "jobs", "item"}
+    assert root_names("{{ secrets.token }}") == {"secrets"}
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("{{ x }}", True), ("{% if x %}{% endif %}", True), ("plain", False), ("{ x }", False),
+    (5, False), (None, False), (["{{ x }}"], False),
+])
+def test_is_template(value: Any, expected: bool) -> None:
+    assert is_template(value) is expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("text", "text"), (None, ""), (5, "5"), (True, "true"), ({"b": 1, "a": [1]}, '{"a": [1], "b": 1}'),
+])
+def test_to_env_value(value: Any, expected: str) -> None:
+    assert to_env_value(value) == expected
