@@ -1,0 +1,277 @@
+"""The local executor: a script job as a subprocess of the flow-run process.
+
+The job gets a fresh temporary directory (the `workdir` protocol), its own session and process
+group, and an environment without the flow run's `PREFECT_*` / `FLOWFORGE_*` variables, so an
+API key that lets the worker talk to Prefect never reaches user code. Its stdout and stderr are
+read as they come and handed to `log` line by line, so the Prefect UI shows a long job's
+progress while it runs. On timeout the whole group gets SIGTERM, then SIGKILL after a grace
+period; when the main process ends, whatever it left running in its group is killed too, so a
+`cmd &` in a script cannot outlive its job. Job failures come back as `ScriptResult.error`,
+never as exceptions: the caller decides what a failure means (retry, continue_on_error...).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+from flowforge.runtime import processes, workdir
+
+Runtime = Literal["bash", "python", "node"]
+LogFn = Callable[[str, str], None]
+
+STDERR_TAIL_LINES: Final = 20
+MAX_LINE_BYTES: Final = 64 * 1024
+#: How long to keep reading after the job's group is gone; only a grandchild that escaped into
+#: its own session can still hold the pipes open, and it must not hang the flow run.
+DRAIN_SECONDS: Final = 2.0
+_PROGRESS_LINE = re.compile(r"^\[progress [0-9.]+%\]")
+_HIDDEN_PREFIXES: Final = ("PREFECT_", "FLOWFORGE_")
+
+
+@dataclass
+class ScriptJob:
+    """One script to run, with every template already resolved to plain data."""
+
+    name: str
+    runtime: Runtime
+    script: str
+    env: dict[str, str] = field(default_factory=dict)
+    input: dict[str, Any] = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, Any] = field(default_factory=dict)
+    timeout: float | None = None
+    work_root: Path | None = None
+
+
+@dataclass
+class ScriptResult:
+    """How a script job ended. `error` is None exactly when the job succeeded."""
+
+    exit_code: int | None
+    output: Any = None
+    condition: bool | None = None
+    variables_set: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] | None = None
+    error: str | None = None
+    timed_out: bool = False
+    duration: float = 0.0
+    #: The job directory when the executor was asked to keep it, else None (it was removed).
+    job_dir: Path | None = None
+
+
+class _Lines:
+    """Splits one pipe's bytes into text lines; UTF-8 boundaries always fall on b"\\n"."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.pending = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self.pending += data
+        *lines, self.pending = self.pending.split(b"\n")
+        if len(self.pending) > MAX_LINE_BYTES:  # a huge line without "\n": log it in pieces
+            lines.append(self.pending)
+            self.pending = b""
+        return [_decode(line) for line in lines]
+
+    def flush(self) -> list[str]:
+        rest, self.pending = self.pending, b""
+        return [_decode(rest)] if rest else []
+
+
+def _decode(line: bytes) -> str:
+    return line.decode("utf-8", errors="replace").removesuffix("\r")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40] or "job"
+
+
+class LocalExecutor:
+    """Runs script jobs on this machine. Safe to share between threads (it holds no run state)."""
+
+    def __init__(self, *, keep_dirs: bool = False, kill_grace: float = 3.0, python: str | None = None,
+                 base_env: Mapping[str, str] | None = None) -> None:
+        """`base_env` is the environment jobs inherit (filtered); None means this process's own,
+        read at each run. `python` overrides the interpreter (default: `sys.executable`)."""
+        self.keep_dirs = keep_dirs
+        self.kill_grace = kill_grace
+        self.python = python
+        self.base_env = base_env
+
+    def run(self, job: ScriptJob, log: LogFn) -> ScriptResult:
+        """Run `job` to the end, calling `log(stream, line)` for each output line as it comes."""
+        started = time.monotonic()
+        try:
+            if job.work_root is not None:
+                job.work_root.mkdir(parents=True, exist_ok=True)
+            job_dir = Path(tempfile.mkdtemp(prefix=f"flowforge-{_slug(job.name)}-", dir=job.work_root))
+        except OSError as exc:
+            return ScriptResult(exit_code=None, error=f"could not create the job directory: {exc}",
+                                duration=time.monotonic() - started)
+        try:
+            result = self._run_in(job_dir, job, log, started)
+        finally:
+            if not self.keep_dirs:
+                shutil.rmtree(job_dir, ignore_errors=True)
+        if self.keep_dirs:
+            result.job_dir = job_dir
+        return result
+
+    def _run_in(self, job_dir: Path, job: ScriptJob, log: LogFn, started: float) -> ScriptResult:
+        def failed(error: str) -> ScriptResult:
+            return ScriptResult(exit_code=None, error=error, duration=time.monotonic() - started)
+
+        if job.timeout is not None and job.timeout <= 0:
+            return failed(f"timeout must be positive, got {job.timeout}")
+        try:
+            script_path = workdir.prepare(job_dir, input=job.input, variables=job.variables,
+                                          event=job.event, script=job.script, runtime=job.runtime)
+            argv = workdir.command_for(job.runtime, script_path, python=self.python)
+            env = self._environment(job, job_dir)
+        except ValueError as exc:
+            return failed(str(exc))
+        except OSError as exc:
+            return failed(f"could not prepare the job directory: {exc}")
+        try:
+            proc = subprocess.Popen(argv, cwd=job_dir, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+        except FileNotFoundError:
+            return failed(f"cannot run a {job.runtime} job: '{argv[0]}' was not found on this machine "
+                          f"(PATH={env.get('PATH', '')})")
+        except (OSError, ValueError) as exc:
+            return failed(f"cannot start '{argv[0]}': {exc}")
+        processes.register(proc)
+        try:
+            timed_out, tail = self._supervise(proc, job.timeout, log)
+        finally:
+            # Also reached if `log` raised or we were interrupted: the job must not outlive us.
+            if proc.poll() is None:
+                processes.signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+            processes.terminate_group(proc.pid, 0.0)
+            processes.unregister(proc)
+        artifacts = workdir.collect(job_dir)
+        return ScriptResult(
+            exit_code=proc.returncode,
+            output=artifacts.output,
+            condition=artifacts.condition,
+            variables_set=artifacts.variables_set,
+            progress=artifacts.progress,
+            error=self._error(proc.returncode, timed_out, job.timeout, tail, artifacts.error),
+            timed_out=timed_out,
+            duration=time.monotonic() - started,
+        )
+
+    def _environment(self, job: ScriptJob, job_dir: Path) -> dict[str, str]:
+        """Inherited env minus Prefect/FlowForge settings, then the job's env, then the helpers.
+
+        The helper variables go last so a job cannot point the helpers somewhere else; its own
+        PYTHONPATH / NODE_PATH are kept after the helpers directory.
+        """
+        base = os.environ if self.base_env is None else self.base_env
+        env = {k: v for k, v in base.items() if not k.startswith(_HIDDEN_PREFIXES)}
+        for key, value in job.env.items():
+            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+                raise ValueError(f"job env: invalid variable name {key!r}")
+            if not isinstance(value, str) or "\0" in value:
+                raise ValueError(f"job env: {key} must be a string without NUL characters")
+            env[key] = value
+        helpers = workdir.helper_env(job_dir)
+        for key in ("NODE_PATH", "PYTHONPATH"):
+            if env.get(key):
+                helpers[key] = helpers[key] + os.pathsep + env[key]
+        env.update(helpers)
+        return env
+
+    def _supervise(self, proc: subprocess.Popen[bytes], timeout: float | None,
+                   log: LogFn) -> tuple[bool, deque[str]]:
+        """Stream output until the job and its group are gone; returns (timed_out, stderr tail)."""
+        assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
+        tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        files: list[IO[bytes]] = [proc.stdout, proc.stderr]
+        pipes = {proc.stdout.fileno(): _Lines("stdout"), proc.stderr.fileno(): _Lines("stderr")}
+        selector = selectors.DefaultSelector()
+        for fd in pipes:
+            os.set_blocking(fd, False)
+            selector.register(fd, selectors.EVENT_READ)
+
+        def emit(stream: str, lines: list[str]) -> None:
+            for line in lines:
+                if stream == "stderr" and not _PROGRESS_LINE.match(line):
+                    tail.append(line)
+                log(stream, line)
+
+        def pump(wait: float) -> None:
+            if not selector.get_map():
+                time.sleep(wait)
+                return
+            for key, _ in selector.select(wait):
+                data = os.read(key.fd, 65536)
+                lines = pipes[key.fd]
+                if data:
+                    emit(lines.stream, lines.feed(data))
+                else:
+                    selector.unregister(key.fd)
+                    emit(lines.stream, lines.flush())
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        kill_at: float | None = None
+        timed_out = False
+        try:
+            while proc.poll() is None:
+                now = time.monotonic()
+                if deadline is not None and not timed_out and now >= deadline:
+                    timed_out = True
+                    processes.signal_group(proc.pid, signal.SIGTERM)
+                    kill_at = now + self.kill_grace
+                if kill_at is not None and now >= kill_at:
+                    processes.signal_group(proc.pid, signal.SIGKILL)
+                    kill_at = None
+                next_event = kill_at if timed_out else deadline
+                pump(0.1 if next_event is None else min(0.1, max(0.0, next_event - now)))
+            # The main process is done; anything it left in its group goes now (within the
+            # grace still owed after a timeout), so the pipes close and the job really ends.
+            grace = self.kill_grace if not timed_out else max(0.0, (kill_at or 0.0) - time.monotonic())
+            processes.terminate_group(proc.pid, grace)
+            drain_until = time.monotonic() + DRAIN_SECONDS
+            while selector.get_map() and time.monotonic() < drain_until:
+                pump(0.1)
+            for lines in pipes.values():
+                emit(lines.stream, lines.flush())
+        finally:
+            selector.close()
+            for file in files:
+                file.close()
+        return timed_out, tail
+
+    @staticmethod
+    def _error(code: int | None, timed_out: bool, timeout: float | None, tail: deque[str],
+               artifacts_error: str | None) -> str | None:
+        if timed_out:
+            return f"timed out after {timeout:g}s"
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name}" + (": " + "\n".join(tail) if tail else "")
+        if code:
+            return f"exit code {code}: " + "\n".join(tail) if tail else f"exit code {code}"
+        return artifacts_error
+
+
+__all__ = ["LocalExecutor", "LogFn", "Runtime", "ScriptJob", "ScriptResult"]

@@ -1,0 +1,104 @@
+"""Publishes a run's job summary to Prefect as an artifact, as the run goes and at its end.
+
+Why an artifact: the flow run is the only party that knows every job's outcome the moment it
+happens, and Prefect's task-run records trail behind under load. A `flowforge-run` artifact
+attached to the flow run is readable by the API (and shown in the Prefect UI) without the worker
+ever talking to FlowForge. Updates are coalesced: at most one write per `interval`, plus a final
+synchronous one, so a 500-job run does not make 500 API calls.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+
+ARTIFACT_TYPE = "flowforge-run"
+MAX_OUTPUT_BYTES = 64 * 1024
+
+
+def summary_output(output: Any) -> Any:
+    """A job output as the summary carries it: as is, unless it is too large to publish."""
+    if output is None:
+        return None
+    size = len(json.dumps(output, default=str))
+    if size > MAX_OUTPUT_BYTES:
+        return {"truncated": True, "bytes": size}
+    return output
+
+
+class Publisher:
+    def __init__(self, flow_run_id: str, snapshot: Callable[[], dict[str, Any]],
+                 interval: float = 1.0) -> None:
+        self.flow_run_id = flow_run_id
+        self.snapshot = snapshot
+        self.interval = interval
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._artifact_id: UUID | None = None
+        self._write_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="flowforge-publisher",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._dirty.set()
+        self._thread.start()
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            self._write(self.snapshot())
+            self._stop.wait(self.interval)
+
+    def _write(self, summary: dict[str, Any]) -> None:
+        # Best effort while running: a missed intermediate update is repaired by the next one.
+        with self._write_lock:
+            try:
+                with get_client(sync_client=True) as client:
+                    if self._artifact_id is None:
+                        artifact = client.create_artifact(ArtifactCreate(
+                            type=ARTIFACT_TYPE, data=summary,
+                            description="FlowForge run summary (jobs, states, outputs)",
+                            flow_run_id=UUID(self.flow_run_id)))
+                        self._artifact_id = artifact.id
+                    else:
+                        client.update_artifact(self._artifact_id, ArtifactUpdate(data=summary))
+            except Exception as exc:
+                import logging
+
+                logging.getLogger("flowforge.publisher").warning(
+                    "could not publish the run summary: %s", exc)
+
+    def close(self, final: dict[str, Any]) -> None:
+        """Stop the background writer and write the final summary, plus a table for people."""
+        self._stop.set()
+        self._dirty.set()
+        self._thread.join(timeout=10)
+        self._write(final)
+        rows = [{"job": j["name"], "state": j["state"], "started_at": j["started_at"] or "",
+                 "ended_at": j["ended_at"] or "", "reason": j["reason"] or "",
+                 "error": (j["error"] or "")[:300],
+                 "output": json.dumps(j["output"], default=str)[:300]} for j in final["jobs"]]
+        try:
+            with get_client(sync_client=True) as client:
+                client.create_artifact(ArtifactCreate(
+                    type="table", data=json.dumps(rows), flow_run_id=UUID(self.flow_run_id),
+                    description=f"FlowForge jobs of this run: {final['state']}"))
+        except Exception as exc:
+            import logging
+
+            logging.getLogger("flowforge.publisher").warning("could not publish the table: %s", exc)
+
+
+__all__ = ["ARTIFACT_TYPE", "Publisher", "summary_output"]

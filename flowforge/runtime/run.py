@@ -1,0 +1,315 @@
+"""One flow run of a workflow: the job task, the run ledger and the final state.
+
+The generated flow submits one Prefect task per job, wired with `wait_for=[allow_failure(f)]`
+so the Prefect run graph shows the DAG and a failed upstream does not stop Prefect from starting
+the downstream task: deciding whether the job runs is the gate's business, not Prefect's.
+
+Upstream results travel through the in-process `WorkflowRun` ledger rather than task
+parameters, because templates may read any ancestor, not only direct upstreams. The ledger is
+also what the API reads: the `Publisher` writes it to a `flowforge-run` artifact as jobs finish
+and once more at the end, so `GET /runs/{id}` is complete the moment the run is terminal, while
+Prefect's own task-run records may trail by tens of seconds (DESIGN §8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import Task, get_run_logger
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.futures import PrefectFuture, wait
+from prefect.states import Completed, Failed, State
+
+from flowforge.errors import JobError
+from flowforge.runtime import gate, processes, templates
+from flowforge.runtime.publisher import Publisher, summary_output
+from flowforge.spec import Job, Workflow, effective_needs, topological_order
+
+TERMINAL = {"COMPLETED", "FAILED", "SKIPPED", "UPSTREAM_FAILED", "CANCELLED"}
+_RUNS: dict[str, WorkflowRun] = {}
+_RUNS_LOCK = threading.Lock()
+
+
+def load_spec(module_file: str) -> Workflow:
+    """The workflow compiled into a generated module: the JSON file beside it."""
+    return Workflow.model_validate_json(Path(module_file).with_suffix(".json").read_text())
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class WorkflowRun:
+    """The ledger of one flow run: every job's state, output and timing, in one place."""
+
+    def __init__(self, spec: Workflow, flow_run_id: str, inputs: dict[str, Any],
+                 trigger: dict[str, Any] | None) -> None:
+        self.spec = spec
+        self.flow_run_id = flow_run_id
+        self.inputs = inputs
+        self.trigger = trigger or {"type": "manual"}
+        self.needs = effective_needs(spec)
+        self.order = topological_order(spec)
+        self.jobs = {j.name: j for j in spec.jobs}
+        self._lock = threading.Lock()
+        self.started_at = _now()
+        self.records: dict[str, dict[str, Any]] = {
+            name: {"name": name, "state": "PENDING", "started_at": None, "ended_at": None,
+                   "output": None, "error": None, "reason": None, "condition": None,
+                   "attempts": 0}
+            for name in self.order
+        }
+        self.publisher = Publisher(flow_run_id, self.summary)
+
+    @classmethod
+    def start(cls, spec: Workflow, inputs: dict[str, Any],
+              trigger: dict[str, Any] | None = None) -> WorkflowRun:
+        ctx = FlowRunContext.get()
+        if ctx is None or ctx.flow_run is None:
+            raise RuntimeError("WorkflowRun.start() must be called inside a flow run")
+        run = cls(spec, str(ctx.flow_run.id), inputs, trigger)
+        with _RUNS_LOCK:
+            _RUNS[run.flow_run_id] = run
+        run.publisher.start()
+        return run
+
+    @staticmethod
+    def current() -> WorkflowRun:
+        ctx = TaskRunContext.get()
+        if ctx is None:
+            raise RuntimeError("no task run context")
+        return _RUNS[str(ctx.task_run.flow_run_id)]
+
+    # -- the ledger ---------------------------------------------------------------------------
+
+    def update(self, name: str, **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            self.records[name].update(fields)
+            record = dict(self.records[name])
+        self.publisher.mark_dirty()
+        return record
+
+    def record(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.records[name])
+
+    def summary(self, final_state: str | None = None, outputs: Any = None) -> dict[str, Any]:
+        with self._lock:
+            jobs = [dict(self.records[n]) for n in self.order]
+        done = sum(j["state"] in TERMINAL for j in jobs)
+        return {
+            "version": 1,
+            "workflow": self.spec.name,
+            "flow_run_id": self.flow_run_id,
+            "state": final_state or "RUNNING",
+            "started_at": self.started_at,
+            "ended_at": _now() if final_state else None,
+            "inputs": self.inputs,
+            "trigger": self.trigger,
+            "outputs": outputs,
+            "progress": {"done": done, "total": len(jobs)},
+            "jobs": [{**j, "output": summary_output(j["output"])} for j in jobs],
+        }
+
+    def context(self, name: str) -> dict[str, Any]:
+        """What a job's templates can read."""
+        with self._lock:
+            jobs = {n: {k: r[k] for k in ("state", "output", "error", "condition")}
+                    for n, r in self.records.items() if r["state"] in TERMINAL}
+        return {
+            "inputs": self.inputs,
+            "jobs": jobs,
+            "trigger": self.trigger,
+            "run": {"id": self.flow_run_id, "workflow": self.spec.name,
+                    "started_at": self.started_at},
+        }
+
+    # -- one job ------------------------------------------------------------------------------
+
+    def execute(self, name: str) -> Any:
+        job = self.jobs[name]
+        ctx = TaskRunContext.get()
+        attempt = ctx.task_run.run_count if ctx else 1
+        self.update(name, state="RUNNING", started_at=_now(), ended_at=None, error=None,
+                    attempts=attempt)
+        upstream = {n.job: self.record(n.job) for n in self.needs[name]}
+        decision = gate.decide(
+            job.run_if,
+            [gate.Edge(n.job, n.on) for n in self.needs[name]],
+            {u: gate.Upstream(u, r["state"] if r["state"] in TERMINAL else "FAILED",
+                              r["condition"]) for u, r in upstream.items()},
+        )
+        if not decision.run:
+            record = self.update(name, state=decision.state, reason=decision.reason,
+                                 ended_at=_now())
+            state_name = "Skipped" if decision.state == gate.SKIPPED else "UpstreamFailed"
+            get_run_logger().info("not run (%s): %s", decision.state, decision.reason)
+            return Completed(name=state_name, message=decision.reason, data=record)
+        try:
+            output, condition = self._run_job(job, upstream, attempt)
+        except JobError as exc:
+            self.update(name, state="FAILED", error=exc.message, ended_at=_now())
+            raise
+        except Exception as exc:  # a bug or an unexpected third-party error: still a job failure
+            self.update(name, state="FAILED", error=f"{type(exc).__name__}: {exc}",
+                        ended_at=_now())
+            raise
+        return self.update(name, state="COMPLETED", output=output, condition=condition,
+                           ended_at=_now())
+
+    def _run_job(self, job: Job, upstream: dict[str, dict[str, Any]],
+                 attempt: int) -> tuple[Any, bool | None]:
+        context = self.context(job.name)
+        try:
+            env = {k: templates.to_env_value(v)
+                   for k, v in templates.render(job.env, context).items()}
+            params = templates.render(job.params, context)
+        except templates.TemplateError as exc:
+            raise JobError(f"job '{job.name}': {exc}") from exc
+        if job.type == "message":
+            from flowforge.runtime.message import send_message
+
+            to = [job.to] if isinstance(job.to, str) else list(job.to or [])
+            try:
+                rendered_to = [str(templates.render(u, context)) for u in to]
+                body = templates.to_env_value(templates.render(job.body or "", context))
+                title = templates.render(job.title, context) if job.title else None
+            except templates.TemplateError as exc:
+                raise JobError(f"job '{job.name}': {exc}") from exc
+            return send_message(rendered_to, body, title), None
+        return self._run_script(job, env, params, upstream, attempt)
+
+    def _run_script(self, job: Job, env: dict[str, str], params: Any,
+                    upstream: dict[str, dict[str, Any]], attempt: int) -> tuple[Any, bool | None]:
+        from flowforge.runtime.local import LocalExecutor, ScriptJob
+
+        logger = get_run_logger()
+
+        def log(stream: str, line: str) -> None:
+            if stream == "stderr":
+                logger.warning("%s", line)
+            else:
+                logger.info("%s", line)
+
+        assert job.runtime is not None and job.script is not None  # guaranteed by the spec
+        result = LocalExecutor().run(
+            ScriptJob(
+                name=job.name,
+                runtime=job.runtime,
+                script=job.script,
+                env=env,
+                input={
+                    "inputs": self.inputs,
+                    "params": params,
+                    "jobs": {u: {k: r[k] for k in ("state", "output", "condition")}
+                             for u, r in upstream.items()},
+                    "item": None,
+                    "trigger": self.trigger,
+                },
+                event={"workflow": self.spec.name, "job": job.name, "run_id": self.flow_run_id,
+                       "trigger": self.trigger, "attempt": attempt, "item": None},
+                variables=_read_variables() if _uses_variables(job.script) else {},
+                timeout=job.timeout,
+                work_root=None,
+            ),
+            log,
+        )
+        if result.progress:
+            self.update(job.name, progress=result.progress)
+        if result.variables_set:
+            _write_variables(result.variables_set)
+        if result.error is not None:
+            raise JobError(result.error)
+        return result.output, result.condition
+
+    # -- the end ------------------------------------------------------------------------------
+
+    async def finish(self, futures: list[PrefectFuture[Any]]) -> State:
+        """Wait for every job, then return the run's own final state (DESIGN §5)."""
+        try:
+            # `wait` blocks; run it in a thread so the flow's event loop stays free.
+            await asyncio.to_thread(wait, futures)
+        except BaseException:
+            processes.kill_all()
+            self._mark_unfinished("CANCELLED", "the run was stopped before this job finished")
+            await asyncio.to_thread(self.publisher.close, self.summary("CANCELLED"))
+            raise
+        self._mark_unfinished("FAILED", "the job's task ended without reporting a result")
+        failed = [n for n in self.order if self.records[n]["state"] == "FAILED"
+                  and not self.jobs[n].continue_on_error]
+        outputs, output_error = self._outputs()
+        state = "FAILED" if failed or output_error else "COMPLETED"
+        summary = self.summary(state, outputs)
+        await asyncio.to_thread(self.publisher.close, summary)
+        with _RUNS_LOCK:
+            _RUNS.pop(self.flow_run_id, None)
+        if state == "FAILED":
+            message = (f"failed jobs: {', '.join(failed)}" if failed else "") or output_error
+            return Failed(message=message, data=summary)
+        return Completed(message=f"{len(self.order)} jobs done", data=summary)
+
+    def _mark_unfinished(self, state: str, reason: str) -> None:
+        with self._lock:
+            for record in self.records.values():
+                if record["state"] not in TERMINAL:
+                    record.update(state=state, reason=reason, ended_at=_now())
+
+    def _outputs(self) -> tuple[Any, str | None]:
+        context = self.context("")
+        try:
+            return templates.render(self.spec.outputs, context), None
+        except templates.TemplateError as exc:
+            return None, f"outputs: {exc}"
+
+
+def _uses_variables(script: str) -> bool:
+    # Reading every Prefect variable costs an API call; only scripts that read them pay it.
+    return any(word in script for word in ("get_variable", "getVariable"))
+
+
+def _read_variables() -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return {v.name: v.value for v in client.read_variables()}
+
+
+def _write_variables(changes: dict[str, Any]) -> None:
+    """Apply a job's `set_variable` calls as Prefect variables (last writer wins per key)."""
+    from prefect.variables import Variable
+
+    for key, value in changes.items():
+        try:
+            Variable.set(key, value, overwrite=True)
+        except Exception as exc:  # e.g. a name Prefect refuses: the job fails with the reason
+            raise JobError(f"could not set variable '{key}': {exc}") from exc
+
+
+def _run_job(job: str) -> Any:
+    return WorkflowRun.current().execute(job)
+
+
+def job_tasks(spec: Workflow) -> dict[str, Task[..., Any]]:
+    """One Prefect task per job, named after it, with the job's retry options.
+
+    Side-effecting jobs must never be served from Prefect's cache, hence NO_CACHE; results
+    live in the ledger, so nothing needs persisting either.
+    """
+    base: Task[[str], Any] = Task(fn=_run_job, cache_policy=NO_CACHE, persist_result=False)
+    return {
+        job.name: base.with_options(
+            name=job.name,
+            task_run_name=job.name,
+            retries=job.retries,
+            retry_delay_seconds=job.retry_delay,
+        )
+        for job in spec.jobs
+    }
+
+
+__all__ = ["WorkflowRun", "job_tasks", "load_spec"]

@@ -1,0 +1,255 @@
+"""The job working-directory protocol: what a job finds before it runs and leaves behind.
+
+Every executor (local, container, SSH) speaks to a script only through one directory of plain
+files, so the helpers behave the same everywhere and the directory can be bind-mounted into a
+container or uploaded over SFTP as it is. `prepare` makes the directory self-contained (inputs,
+the script and a copy of the helper files); `collect` reads the script's results back and
+turns anything malformed into an error message rather than an exception, because a broken
+`output.json` is the job's failure, not the executor's.
+
+Files (all UTF-8 JSON):
+
+| file | written by | content |
+|---|---|---|
+| `input.json` | runtime | `{"inputs", "params", "jobs", "item", "trigger"}` |
+| `variables.json` | runtime | `{name: value}` visible to `get_variable` |
+| `event.json` | runtime | `{"workflow", "job", "run_id", "trigger", "attempt", "item"}` |
+| `script.py` / `script.sh` / `script.js` | runtime | the job's script |
+| `_helpers/` | runtime | `flowforge_helpers.py`, `flowforge.js`, `flowforge.sh` |
+| `output.json` | script | any JSON value; absent means no output |
+| `condition.json` | script | `true` or `false` |
+| `variables_set.jsonl` | script | one `{"key": k, "value": v}` per line; the last line per key wins |
+| `progress.json` | script | `{"pct": 0..100, "message": str}`, the latest report |
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath, PurePosixPath
+from typing import Any, ClassVar, Final
+
+HELPERS_SOURCE: Final = Path(__file__).parent / "helpers"
+HELPER_FILES: Final = ("flowforge.js", "flowforge.sh", "flowforge_helpers.py")
+RUNTIMES: Final = ("bash", "node", "python")
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Where each protocol file lives in one job directory.
+
+    Paths are built with the directory's own path type, so a container or SSH executor can
+    pass a `PurePosixPath` of the remote directory and get remote paths back.
+    """
+
+    INPUT: ClassVar[str] = "input.json"
+    VARIABLES: ClassVar[str] = "variables.json"
+    EVENT: ClassVar[str] = "event.json"
+    OUTPUT: ClassVar[str] = "output.json"
+    CONDITION: ClassVar[str] = "condition.json"
+    VARIABLES_SET: ClassVar[str] = "variables_set.jsonl"
+    PROGRESS: ClassVar[str] = "progress.json"
+    HELPERS: ClassVar[str] = "_helpers"
+    SCRIPTS: ClassVar[dict[str, str]] = {"bash": "script.sh", "node": "script.js", "python": "script.py"}
+
+    root: PurePath
+
+    @property
+    def input(self) -> PurePath:
+        return self.root / self.INPUT
+
+    @property
+    def variables(self) -> PurePath:
+        return self.root / self.VARIABLES
+
+    @property
+    def event(self) -> PurePath:
+        return self.root / self.EVENT
+
+    @property
+    def output(self) -> PurePath:
+        return self.root / self.OUTPUT
+
+    @property
+    def condition(self) -> PurePath:
+        return self.root / self.CONDITION
+
+    @property
+    def variables_set(self) -> PurePath:
+        return self.root / self.VARIABLES_SET
+
+    @property
+    def progress(self) -> PurePath:
+        return self.root / self.PROGRESS
+
+    @property
+    def helpers(self) -> PurePath:
+        return self.root / self.HELPERS
+
+    def script(self, runtime: str) -> PurePath:
+        try:
+            return self.root / self.SCRIPTS[runtime]
+        except KeyError:
+            raise ValueError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}") from None
+
+
+@dataclass
+class JobArtifacts:
+    """What a script left in its job directory, with every malformed file named in `problems`."""
+
+    output: Any = None
+    condition: bool | None = None
+    variables_set: dict[str, Any] = field(default_factory=dict)
+    progress: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def error(self) -> str | None:
+        """All problems as one message, or None when every file the script wrote was valid."""
+        return "; ".join(self.problems) if self.problems else None
+
+
+def _dumps(value: Any, what: str) -> str:
+    # allow_nan=False: NaN is not JSON, and node or bash on the other side could not read it.
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"job {what} is not JSON-serialisable: {exc}") from exc
+
+
+def prepare(job_dir: Path, *, input: dict[str, Any], variables: dict[str, Any], event: dict[str, Any],
+            script: str, runtime: str) -> Path:
+    """Fill `job_dir` (created if needed) for one job and return the script's path.
+
+    Raises ValueError for an unknown runtime or a value that is not JSON, before anything
+    runs, so a job never starts with half its inputs.
+    """
+    files = JobFiles(job_dir)
+    script_path = Path(files.script(runtime))
+    texts = {
+        Path(files.input): _dumps(input, "input"),
+        Path(files.variables): _dumps(variables, "variables"),
+        Path(files.event): _dumps(event, "event"),
+    }
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in texts.items():
+        path.write_text(text + "\n", encoding="utf-8")
+    script_path.write_text(script if script.endswith("\n") else script + "\n", encoding="utf-8")
+    helpers = Path(files.helpers)
+    helpers.mkdir(exist_ok=True)
+    for name in HELPER_FILES:
+        shutil.copyfile(HELPERS_SOURCE / name, helpers / name)
+    return script_path
+
+
+def _load(path: Path, problems: list[str]) -> tuple[bool, Any]:
+    """(present, value); a file that is there but not JSON adds a problem instead of raising."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False, None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path.name} could not be read: {exc}")
+        return False, None
+    try:
+        return True, json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        problems.append(f"{path.name} is not valid JSON: {exc}")
+        return False, None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _variables_set(path: Path, problems: list[str]) -> dict[str, Any]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{path.name} could not be read: {exc}")
+        return {}
+    changes: dict[str, Any] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line, parse_constant=_reject_constant)
+        except ValueError as exc:
+            problems.append(f"{path.name} line {number} is not valid JSON: {exc}")
+            continue
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str) and "value" in entry):
+            problems.append(f'{path.name} line {number} is not {{"key": str, "value": ...}}')
+            continue
+        changes[entry["key"]] = entry["value"]
+    return changes
+
+
+def collect(job_dir: Path) -> JobArtifacts:
+    """Read back what the script wrote. Never raises for the script's own mistakes."""
+    files = JobFiles(job_dir)
+    artifacts = JobArtifacts()
+    problems = artifacts.problems
+    _, artifacts.output = _load(Path(files.output), problems)
+    present, condition = _load(Path(files.condition), problems)
+    if present and not isinstance(condition, bool):
+        problems.append(f"condition.json must be true or false, got {json.dumps(condition)}")
+    elif present:
+        artifacts.condition = condition
+    artifacts.variables_set = _variables_set(Path(files.variables_set), problems)
+    # Progress is only a display hint: a bad progress.json must not fail a job that succeeded.
+    _, progress = _load(Path(files.progress), [])
+    if (isinstance(progress, dict) and isinstance(progress.get("pct"), int | float)
+            and not isinstance(progress.get("pct"), bool) and math.isfinite(progress["pct"])):
+        artifacts.progress = {"pct": progress["pct"], "message": str(progress.get("message", ""))}
+    return artifacts
+
+
+def command_for(runtime: str, script_path: PurePath | str, *, python: str | None = None) -> list[str]:
+    """The argv that runs a script; the interpreter is found on the job's PATH.
+
+    Python defaults to the flow run's own interpreter so local scripts see the same packages;
+    `-u` because a block-buffered stdout would hold log lines back until the script ends.
+    Remote executors pass `python="python3"`.
+    """
+    if runtime == "python":
+        return [python or sys.executable, "-u", str(script_path)]
+    if runtime == "bash":
+        return ["bash", str(script_path)]
+    if runtime == "node":
+        return ["node", str(script_path)]
+    raise ValueError(f"unknown runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+
+
+def helper_env(job_dir: PurePath | str) -> dict[str, str]:
+    """The variables a script needs to find its directory and import the helpers.
+
+    `job_dir` is the path as the script sees it (e.g. the mount point inside a container),
+    which may differ from where the executor wrote the files.
+    """
+    root = PurePosixPath(job_dir)
+    helpers = str(root / JobFiles.HELPERS)
+    return {
+        "FLOWFORGE_JOB_DIR": str(root),
+        "FLOWFORGE_HELPERS": helpers,
+        "NODE_PATH": helpers,
+        "PYTHONPATH": helpers,
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+__all__ = [
+    "HELPERS_SOURCE",
+    "HELPER_FILES",
+    "RUNTIMES",
+    "JobArtifacts",
+    "JobFiles",
+    "collect",
+    "command_for",
+    "helper_env",
+    "prepare",
+]

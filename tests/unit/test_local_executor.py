@@ -1,0 +1,380 @@
+"""The local executor, the job-directory protocol and the helpers, with the real interpreters.
+
+Nothing is mocked: every test runs bash, python or node as a job would, and checks what came
+back through the files of the protocol and the log callback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowforge.runtime import processes, workdir
+from flowforge.runtime.local import LocalExecutor, ScriptJob, ScriptResult
+
+INPUT = {
+    "inputs": {"depth": "basic"},
+    "params": {"rows": 3, "name": "é ünïcode"},
+    "jobs": {"extract": {"state": "COMPLETED", "output": {"n": 1}, "condition": None}},
+    "item": {"id": 7},
+    "trigger": {"type": "manual"},
+}
+EVENT = {"workflow": "wf", "job": "j", "run_id": "r1", "trigger": {"type": "manual"}, "attempt": 1,
+         "item": {"id": 7}}
+
+
+class Log:
+    """A log callback that remembers each line with the time it arrived."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str, str]] = []
+
+    def __call__(self, stream: str, line: str) -> None:
+        self.lines.append((time.monotonic(), stream, line))
+
+    def text(self, stream: str) -> list[str]:
+        return [line for _, s, line in self.lines if s == stream]
+
+
+def run(runtime: str, script: str, executor: LocalExecutor | None = None, **kwargs: Any) -> tuple[ScriptResult, Log]:
+    log = Log()
+    kwargs.setdefault("input", INPUT)
+    kwargs.setdefault("event", EVENT)
+    job = ScriptJob(name="test job", runtime=runtime, script=script, **kwargs)  # type: ignore[arg-type]
+    return (executor or LocalExecutor()).run(job, log), log
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (PID 1 here may never reap orphans)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+# -- helpers round trip, one per language ------------------------------------------------------
+
+PYTHON_SCRIPT = """
+import flowforge_helpers as ff
+data = ff.input()
+print("rows", data["params"]["rows"], "item", data["item"]["id"], "name", data["params"]["name"])
+assert ff.event()["attempt"] == 1
+assert ff.get_variable("counter") == 1 and ff.get_variable("missing", "dflt") == "dflt"
+ff.set_variable("counter", 2)
+ff.set_variable("tags", ["a", "b"])
+assert ff.get_variable("counter") == 2
+ff.output({"first": True})
+ff.output({"rows": data["params"]["rows"] * 2, "upstream": data["jobs"]["extract"]["output"]})
+ff.set_condition(False)
+ff.progress(50.0, "half way")
+errors = []
+for call in (lambda: ff.output(object()), lambda: ff.output(float("nan")), lambda: ff.set_condition("yes"),
+             lambda: ff.progress(101), lambda: ff.progress(True), lambda: ff.set_variable("", 1)):
+    try:
+        call()
+    except (TypeError, ValueError) as exc:
+        errors.append(str(exc))
+print(len(errors), "rejected:", "; ".join(errors))
+"""
+
+NODE_SCRIPT = """
+const ff = require("flowforge");
+const data = ff.input();
+console.log("rows", data.params.rows, "item", data.item.id, "name", data.params.name);
+if (ff.event().attempt !== 1) throw new Error("event");
+if (ff.getVariable("counter") !== 1 || ff.get_variable("missing", "dflt") !== "dflt") throw new Error("vars");
+ff.setVariable("counter", 2);
+ff.set_variable("tags", ["a", "b"]);
+if (ff.get_variable("counter") !== 2) throw new Error("own set");
+ff.output({first: true});
+ff.output({rows: data.params.rows * 2, upstream: data.jobs.extract.output});
+ff.setCondition(false);
+ff.progress(50, "half way");
+const errors = [];
+for (const call of [() => ff.output(() => 1), () => ff.output(NaN), () => ff.set_condition("yes"),
+                    () => ff.progress(101), () => ff.progress(true), () => ff.set_variable("", 1)]) {
+  try { call(); } catch (e) { errors.push(e.message); }
+}
+console.log(errors.length, "rejected:", errors.join("; "));
+"""
+
+BASH_SCRIPT = """
+set -euo pipefail
+source "$FLOWFORGE_HELPERS/flowforge.sh"
+rows=$(ff_input | python3 -c 'import json,sys; print(json.load(sys.stdin)["params"]["rows"])')
+item=$(ff_input | python3 -c 'import json,sys; print(json.load(sys.stdin)["item"]["id"])')
+name=$(ff_input | python3 -c 'import json,sys; print(json.load(sys.stdin)["params"]["name"])')
+echo "rows $rows item $item name $name"
+ff_event | grep -q '"attempt": 1'
+[[ $(ff_get_variable counter) == 1 && $(ff_get_variable missing '"dflt"') == '"dflt"' ]]
+ff_set_variable counter 2
+ff_set_variable tags '["a",
+  "b"]'
+[[ $(ff_get_variable counter) == 2 ]]
+ff_output '{"first": true}'
+ff_output "{\\"rows\\": $((rows * 2)), \\"upstream\\": {\\"n\\": 1}}"
+ff_set_condition false
+ff_progress 50 half way
+errors=0
+ff_output '{not json' 2>/dev/null || errors=$((errors + 1))
+ff_output NaN 2>/dev/null || errors=$((errors + 1))
+ff_set_condition yes 2>/dev/null || errors=$((errors + 1))
+ff_progress 101 2>/dev/null || errors=$((errors + 1))
+ff_progress true 2>/dev/null || errors=$((errors + 1))
+ff_set_variable '' 1 2>/dev/null || errors=$((errors + 1))
+echo "$errors rejected: $(ff_set_condition yes 2>&1)"
+"""
+
+
+@pytest.mark.parametrize(("runtime", "script"), [("python", PYTHON_SCRIPT), ("node", NODE_SCRIPT),
+                                                 ("bash", BASH_SCRIPT)])
+def test_helpers_round_trip(runtime: str, script: str) -> None:
+    result, log = run(runtime, script, variables={"counter": 1})
+
+    assert result.error is None, log.lines
+    assert result.exit_code == 0
+    assert log.text("stdout")[0] == "rows 3 item 7 name é ünïcode"
+    assert log.text("stdout")[1].startswith("6 rejected: ")
+    assert "set_condition" in log.text("stdout")[1]
+    assert "[progress 50%] half way" in log.text("stderr")
+    assert result.output == {"rows": 6, "upstream": {"n": 1}}  # the second output() replaced the first
+    assert result.condition is False
+    assert result.variables_set == {"counter": 2, "tags": ["a", "b"]}
+    assert result.progress == {"pct": 50, "message": "half way"}
+    assert result.timed_out is False
+
+
+def test_no_output_means_none_and_bash_helpers_need_no_json_tool(tmp_path: Path) -> None:
+    """Writing helpers work with bash and coreutils alone (no python3, node or jq on PATH)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "cat", "mv"):
+        (bin_dir / tool).symlink_to(Path("/usr/bin") / tool)
+    script = ('source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+              'ff_output \'{"ok": true}\'; ff_set_condition true; ff_set_variable "k \\"q\\"" \'"v"\'\n'
+              'ff_progress 99.50 "tab\there"\n')
+    result, _ = run("bash", script, executor=LocalExecutor(base_env={"PATH": str(bin_dir)}),
+                    env={})
+    assert result.error is None
+    assert (result.output, result.condition) == ({"ok": True}, True)
+    assert result.variables_set == {'k "q"': "v"}
+    assert result.progress == {"pct": 99.5, "message": "tab\there"}
+
+    result, _ = run("python", "print('nothing')")
+    assert (result.error, result.output, result.condition, result.progress) == (None, None, None, None)
+
+
+# -- data stays data ---------------------------------------------------------------------------
+
+def test_env_and_input_values_reach_bash_as_inert_text(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    values = {
+        "SUBST": f"$(touch {marker})",
+        "BACKTICK": f"`touch {marker}`",
+        "QUOTES": f"\"'; touch {marker}; echo '\"",
+        "NEWLINES": f"line1\ntouch {marker}\nline3",
+    }
+    script = ('source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+              'for name in SUBST BACKTICK QUOTES NEWLINES; do printf "%s" "${!name}" | base64 -w0; echo; done\n'
+              'echo $SUBST $BACKTICK $QUOTES $NEWLINES >/dev/null\n'
+              'ff_input >/dev/null\n')
+    result, log = run("bash", script, env=values, input={"params": values})
+
+    assert result.error is None, log.lines
+    decoded = [base64.b64decode(line).decode() for line in log.text("stdout")]
+    assert decoded == list(values.values())
+    assert not marker.exists()
+
+
+def test_prefect_and_flowforge_variables_do_not_reach_the_script(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREFECT_API_KEY", "secret-key")
+    monkeypatch.setenv("FLOWFORGE_SECRET", "secret-2")
+    monkeypatch.setenv("KEEP_ME", "visible")
+    result, log = run("bash", "env", env={"JOB_VAR": "mine", "FLOWFORGE_JOB_DIR": "/elsewhere"})
+
+    assert result.error is None
+    names = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in log.text("stdout") if "=" in line}
+    assert not [n for n in names if n.startswith("PREFECT_")]
+    assert {n for n in names if n.startswith("FLOWFORGE_")} == {"FLOWFORGE_JOB_DIR", "FLOWFORGE_HELPERS"}
+    assert names["FLOWFORGE_JOB_DIR"] != "/elsewhere"  # a job cannot point the helpers elsewhere
+    assert (names["KEEP_ME"], names["JOB_VAR"]) == ("visible", "mine")
+    assert "secret-key" not in "\n".join(log.text("stdout"))
+
+
+# -- streaming and failures --------------------------------------------------------------------
+
+@pytest.mark.parametrize(("runtime", "script"), [
+    ("bash", "echo first; sleep 1; echo second; printf 'no newline'"),
+    ("python", "import time\nprint('first')\ntime.sleep(1)\nprint('second')\nprint('no newline', end='')"),
+])
+def test_lines_are_logged_while_the_process_runs(runtime: str, script: str) -> None:
+    started = time.monotonic()
+    result, log = run(runtime, script)
+    ended = started + result.duration
+
+    assert result.error is None
+    assert log.text("stdout") == ["first", "second", "no newline"]
+    first_at = log.lines[0][0]
+    assert ended - first_at > 0.7, "the first line only arrived when the process ended"
+
+
+def test_non_zero_exit_reports_the_stderr_tail() -> None:
+    result, log = run("bash", "for i in $(seq 1 30); do echo \"err $i\" >&2; done; echo out; exit 3")
+
+    assert result.exit_code == 3
+    assert result.error is not None and result.error.startswith("exit code 3: err 11\n")
+    assert result.error.endswith("err 30")
+    assert "err 10\n" not in result.error
+    assert len(log.text("stderr")) == 30
+
+    result, _ = run("bash", "exit 4")
+    assert result.error == "exit code 4"
+
+    result, _ = run("python", "raise SystemExit('bad input')")
+    assert result.error == "exit code 1: bad input"
+
+
+def test_killed_by_signal_names_it() -> None:
+    result, _ = run("bash", "kill -KILL $$")
+    assert result.exit_code == -signal.SIGKILL
+    assert result.error == "killed by SIGKILL"
+
+
+def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = (f"sleep 100 & echo $! >> {pids}\n"
+              f"bash -c 'sleep 100' & echo $! >> {pids}\n"
+              "echo started\nsleep 100\n")
+    result, log = run("bash", script, timeout=1)
+
+    assert result.timed_out is True
+    assert result.error == "timed out after 1s"
+    assert result.duration < 3
+    assert log.text("stdout") == ["started"]
+    children = [int(p) for p in pids.read_text().split()]
+    assert len(children) == 2
+    assert not [pid for pid in children if running(pid)]
+    assert processes.live() == []
+
+
+def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"trap '' TERM\nsleep 100 & echo $! > {pids}\nwhile true; do sleep 0.1; done\n"
+    result, _ = run("bash", script, executor=LocalExecutor(kill_grace=0.5), timeout=0.5)
+
+    assert (result.timed_out, result.error) == (True, "timed out after 0.5s")
+    assert 0.9 < result.duration < 2.5
+    assert not running(int(pids.read_text()))
+
+
+def test_background_children_do_not_outlive_a_finished_job(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    result, _ = run("bash", f"sleep 100 & echo $! > {pids}\necho done")
+
+    assert result.error is None
+    assert result.duration < 2
+    assert not running(int(pids.read_text()))
+
+
+def test_a_failing_log_callback_still_kills_the_job(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+
+    def log(stream: str, line: str) -> None:
+        raise RuntimeError("logger broke")
+
+    job = ScriptJob(name="j", runtime="bash", script=f"sleep 100 & echo $! > {pids}\necho x\nsleep 100")
+    with pytest.raises(RuntimeError, match="logger broke"):
+        LocalExecutor().run(job, log)
+
+    assert not running(int(pids.read_text()))
+    assert processes.live() == []
+
+
+def test_malformed_files_written_by_the_script_are_reported() -> None:
+    script = ("import os\nd = os.environ['FLOWFORGE_JOB_DIR']\n"
+              "open(os.path.join(d, 'output.json'), 'w').write('{bad')\n"
+              "open(os.path.join(d, 'condition.json'), 'w').write('\"yes\"')\n"
+              "open(os.path.join(d, 'progress.json'), 'w').write('garbage')\n")
+    result, _ = run("python", script)
+
+    assert result.exit_code == 0
+    assert result.error is not None
+    assert result.error.startswith("output.json is not valid JSON: ")
+    assert 'condition.json must be true or false, got "yes"' in result.error
+    assert (result.output, result.condition, result.progress) == (None, None, None)
+
+
+def test_a_missing_interpreter_is_a_clear_error() -> None:
+    result, log = run("node", "console.log(1)", env={"PATH": "/nonexistent"})
+
+    assert result.exit_code is None
+    assert result.error is not None and "'node' was not found" in result.error
+    assert log.lines == []
+
+
+def test_bad_job_data_fails_before_anything_runs() -> None:
+    result, _ = run("python", "print(1)", input={"x": object()})
+    assert result.error is not None and "input is not JSON-serialisable" in result.error
+
+    result, _ = run("bash", "true", env={"BAD=NAME": "x"})
+    assert result.error is not None and "invalid variable name" in result.error
+
+
+def test_job_dir_is_self_contained_and_removed_unless_kept(tmp_path: Path) -> None:
+    result, _ = run("bash", "pwd", executor=LocalExecutor(keep_dirs=True), work_root=tmp_path / "work")
+    assert result.job_dir is not None and result.job_dir.parent == tmp_path / "work"
+    assert sorted(p.name for p in (result.job_dir / "_helpers").iterdir()) == sorted(workdir.HELPER_FILES)
+    assert json.loads((result.job_dir / "input.json").read_text()) == INPUT
+    assert (result.job_dir / "script.sh").read_text() == "pwd\n"
+
+    result, log = run("bash", "pwd", work_root=tmp_path / "work2")
+    assert result.job_dir is None
+    assert not Path(log.text("stdout")[0]).exists()
+
+
+# -- the protocol and the process registry on their own ----------------------------------------
+
+def test_collect_reads_variable_lines_last_one_wins(tmp_path: Path) -> None:
+    (tmp_path / "variables_set.jsonl").write_text(
+        '{"key": "a", "value": 1}\n\n{"key": "a", "value": {"x": 2}}\n[1]\n{"key": "b", "value": null}\nnope\n')
+    artifacts = workdir.collect(tmp_path)
+
+    assert artifacts.variables_set == {"a": {"x": 2}, "b": None}
+    assert artifacts.error is not None
+    assert "line 4 is not" in artifacts.error and "line 6 is not valid JSON" in artifacts.error
+
+
+def test_command_for_and_helper_env(tmp_path: Path) -> None:
+    assert workdir.command_for("python", tmp_path / "script.py") == [sys.executable, "-u",
+                                                                     str(tmp_path / "script.py")]
+    assert workdir.command_for("node", "s.js", python="python3") == ["node", "s.js"]
+    with pytest.raises(ValueError, match="unknown runtime"):
+        workdir.command_for("ruby", "s.rb")
+    env = workdir.helper_env("/job")
+    assert env["FLOWFORGE_JOB_DIR"] == "/job"
+    assert env["FLOWFORGE_HELPERS"] == env["PYTHONPATH"] == env["NODE_PATH"] == "/job/_helpers"
+
+
+def test_kill_all_terminates_registered_groups() -> None:
+    proc = subprocess.Popen(["bash", "-c", "sleep 100 & echo $!; sleep 100"], stdout=subprocess.PIPE,
+                            start_new_session=True, text=True)
+    assert proc.stdout is not None
+    grandchild = int(proc.stdout.readline())
+    processes.register(proc)
+    assert proc.pid in processes.live()
+
+    processes.kill_all(grace=0.5)
+
+    assert proc.returncode == -signal.SIGTERM
+    assert not running(grandchild)
+    assert processes.live() == []
+    proc.stdout.close()
