@@ -1,0 +1,214 @@
+"""Workflow spec -> Prefect deployment, idempotently.
+
+Prefect state is derived from the FlowForge definition, never the other way round: `deploy()`
+writes the generated flow into the project directory and upserts the deployment (Prefect's
+`POST /deployments/` is an upsert on flow and name), so running it twice changes nothing and
+running it after Prefect was down converges. Every Prefect or transport failure is translated
+once, here, into `PrefectUnavailableError` (retryable) so callers can mark a workflow out of sync.
+"""
+
+from __future__ import annotations
+
+import runpy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import yaml
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+from flowforge.compiler import CompiledFlow, compile_workflow
+from flowforge.errors import PrefectUnavailableError
+from flowforge.spec import Workflow
+from flowforge.triggers import ScheduleTrigger
+
+
+@dataclass(frozen=True)
+class DeployTarget:
+    """Where and how workflows are deployed."""
+
+    api_url: str
+    project_dir: Path
+    work_pool: str
+    timeout: float = 10.0
+
+
+@asynccontextmanager
+async def prefect_client(target: DeployTarget) -> AsyncIterator[PrefectClient]:
+    """A Prefect client on `target.api_url`; transport and 5xx errors become retryable errors."""
+    try:
+        async with PrefectClient(target.api_url,
+                                 httpx_settings={"timeout": target.timeout}) as client:
+            yield client
+    except (httpx.TransportError, OSError) as exc:
+        raise PrefectUnavailableError(f"Prefect API at {target.api_url} is unreachable: {exc}") from exc
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code >= 500:
+            raise PrefectUnavailableError(
+                f"Prefect API error {exc.response.status_code}: {exc.response.text[:200]}"
+            ) from exc
+        raise
+
+
+def deployment_name(workflow: str) -> str:
+    """The deployment's full name, `flow/deployment`: both are the workflow's name."""
+    return f"{workflow}/{workflow}"
+
+
+def parameter_schema(compiled: CompiledFlow, path: Path) -> dict[str, Any]:
+    """Prefect's own OpenAPI schema of the generated flow's parameters (for the UI run form)."""
+    namespace = runpy.run_path(str(path))
+    flow = namespace[compiled.function]
+    schema: dict[str, Any] = flow.parameters.model_dump(exclude_unset=True)
+    return schema
+
+
+def _schedules(wf: Workflow) -> list[DeploymentScheduleCreate]:
+    out = []
+    for trigger in wf.triggers:
+        if isinstance(trigger, ScheduleTrigger):
+            out.append(DeploymentScheduleCreate(
+                schedule=CronSchedule(cron=trigger.cron, timezone=trigger.timezone),
+                active=trigger.enabled,
+                parameters=dict(trigger.inputs),
+                slug=trigger.name,
+            ))
+    return out
+
+
+async def ensure_work_pool(client: PrefectClient, name: str, pool_type: str = "process") -> bool:
+    """Create work pool `name` with its worker type's default job template unless it exists.
+
+    Part of converging: a Prefect server that was wiped or replaced has no pool, and a
+    deployment on a missing pool is refused. Returns True when it created the pool.
+    """
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        await client.read_work_pool(name)
+        return False
+    except ObjectNotFound:
+        pass
+    template: dict[str, Any] = {}
+    if pool_type == "process":
+        from prefect.workers.process import ProcessWorker
+
+        template = ProcessWorker.get_default_base_job_template()
+    try:
+        await client.create_work_pool(
+            WorkPoolCreate(name=name, type=pool_type, base_job_template=template))
+    except ObjectAlreadyExists:
+        return False
+    return True
+
+
+async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
+    """Write the flow files and upsert the deployment; returns the deployment id."""
+    compiled = compile_workflow(wf)
+    path = compiled.write(target.project_dir / "flows")
+    write_prefect_yaml(target.project_dir, target.work_pool)
+    schema = parameter_schema(compiled, path)
+    async with prefect_client(target) as client:
+        await ensure_work_pool(client, target.work_pool)
+        flow_id = await client.create_flow_from_name(wf.name)
+        deployment_id = await client.create_deployment(
+            flow_id=flow_id,
+            name=wf.name,
+            version=compiled.spec_hash,
+            description=wf.description,
+            work_pool_name=target.work_pool,
+            entrypoint=compiled.entrypoint,
+            path=str(target.project_dir),
+            pull_steps=[{"prefect.deployments.steps.set_working_directory": {
+                "directory": str(target.project_dir)}}],
+            parameter_openapi_schema=schema,
+            enforce_parameter_schema=True,
+            schedules=_schedules(wf),
+            tags=["flowforge"],
+        )
+    return deployment_id
+
+
+async def undeploy(name: str, target: DeployTarget) -> bool:
+    """Delete the workflow's deployment and flow files; False if there was no deployment."""
+    for suffix in (".py", ".json"):
+        (target.project_dir / "flows" / f"{compile_name(name)}{suffix}").unlink(missing_ok=True)
+    write_prefect_yaml(target.project_dir, target.work_pool)
+    async with prefect_client(target) as client:
+        try:
+            deployment = await client.read_deployment_by_name(deployment_name(name))
+        except ObjectNotFound:
+            return False
+        await client.delete_deployment(deployment.id)
+    return True
+
+
+async def deployment_id(name: str, target: DeployTarget) -> UUID | None:
+    async with prefect_client(target) as client:
+        try:
+            return (await client.read_deployment_by_name(deployment_name(name))).id
+        except ObjectNotFound:
+            return None
+
+
+def compile_name(workflow: str) -> str:
+    from flowforge.compiler import identifier
+
+    return identifier(workflow)
+
+
+def write_prefect_yaml(project_dir: Path, work_pool: str, pull_dir: str | None = None) -> Path:
+    """`prefect.yaml` listing every compiled workflow, so `prefect deploy --all` works.
+
+    Built from the JSON specs in `flows/`, sorted by name, so it is byte-stable. `pull_dir`
+    None writes the project directory itself as the pull step's working directory.
+    """
+    entries = []
+    for spec_file in sorted((project_dir / "flows").glob("*.json")):
+        wf = Workflow.model_validate_json(spec_file.read_text())
+        compiled = compile_workflow(wf)
+        entry: dict[str, Any] = {
+            "name": wf.name,
+            "entrypoint": compiled.entrypoint,
+            "version": compiled.spec_hash,
+            "tags": ["flowforge"],
+            "work_pool": {"name": work_pool},
+        }
+        if wf.description:
+            entry["description"] = wf.description
+        schedules = [{"cron": t.cron, "timezone": t.timezone, "active": t.enabled}
+                     for t in wf.triggers if isinstance(t, ScheduleTrigger)]
+        if schedules:
+            entry["schedules"] = schedules
+        entries.append(entry)
+    doc: dict[str, Any] = {"name": "flowforge", "prefect-version": "3.8.8"}
+    directory = str(pull_dir or project_dir)
+    doc["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": directory}}]
+    doc["deployments"] = entries
+    text = ("# Generated by FlowForge from the workflows in flows/; do not edit.\n"
+            "# `prefect deploy --all` deploys every workflow.\n"
+            + yaml.safe_dump(doc, sort_keys=False))
+    path = project_dir / "prefect.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+__all__ = [
+    "DeployTarget",
+    "deploy",
+    "deployment_id",
+    "deployment_name",
+    "ensure_work_pool",
+    "prefect_client",
+    "undeploy",
+    "write_prefect_yaml",
+]
