@@ -1,0 +1,122 @@
+"""Request and response models. Table objects are never returned; these are."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RunState = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+JobState = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "SKIPPED", "UPSTREAM_FAILED",
+                   "CANCELLED"]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class SyncStatus(BaseModel):
+    status: Literal["synced", "pending", "error"]
+    error: str | None = None
+    deployment_id: str | None = None
+
+
+class WorkflowSummary(BaseModel):
+    name: str
+    description: str | None
+    version: int
+    spec_hash: str
+    jobs: int
+    sync: SyncStatus
+    updated_at: datetime
+
+
+class WorkflowPublic(WorkflowSummary):
+    created_at: datetime
+    spec: dict[str, Any]
+
+
+class ValidationReport(BaseModel):
+    valid: bool
+    spec_hash: str
+    order: list[str]
+    sequential: bool
+
+
+class RunCreate(BaseModel):
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunCreated(BaseModel):
+    run_id: str
+    prefect_ui_url: str
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+
+
+class JobRunPublic(BaseModel):
+    name: str
+    state: JobState
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    output: Any = None
+    error: str | None = None
+    reason: str | None = None
+    attempts: int = 0
+
+
+class RunPublic(BaseModel):
+    id: str
+    workflow: str
+    state: RunState
+    prefect_state: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: Any = None
+    trigger: dict[str, Any] | None = None
+    progress: Progress
+    jobs: list[JobRunPublic]
+    prefect_ui_url: str
+
+
+class RunSummary(BaseModel):
+    id: str
+    workflow: str
+    state: RunState
+    prefect_state: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class LogLine(BaseModel):
+    timestamp: datetime
+    level: str
+    job: str | None = None
+    message: str
+
+
+class CancelResult(BaseModel):
+    id: str
+    state: str
+
+
+class SyncItem(BaseModel):
+    name: str
+    status: str
+    error: str | None = None
+
+
+class SyncReport(BaseModel):
+    workflows: list[SyncItem]

@@ -1,0 +1,73 @@
+"""SQLModel tables: the FlowForge database is the source of truth for definitions.
+
+The whole document is stored as canonical JSON (`spec`) with its hash and a version that grows
+on every change; jobs, dependencies and triggers are also stored as rows so they can be queried
+(which workflows use a server, which depend on an upstream) without parsing every document.
+Run history is not stored here: runs are Prefect flow runs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class WorkflowRow(SQLModel, table=True):
+    __tablename__ = "workflows"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=63)
+    description: str | None = None
+    version: int = 1
+    spec_hash: str = Field(max_length=64)
+    spec: str = Field(sa_type=sa.Text)
+    sync_status: str = Field(default="pending", max_length=16)  # synced | pending | error
+    sync_error: str | None = Field(default=None, sa_type=sa.Text)
+    deployment_id: str | None = Field(default=None, max_length=36)
+    deleted: bool = False  # a tombstone until Prefect has forgotten the deployment too
+    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+
+
+class JobRow(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (sa.UniqueConstraint("workflow_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: int = Field(foreign_key="workflows.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=100)
+    type: str = Field(max_length=16)
+    runtime: str | None = Field(default=None, max_length=16)
+    position: int
+
+
+class DependencyRow(SQLModel, table=True):
+    __tablename__ = "dependencies"
+
+    id: int | None = Field(default=None, primary_key=True)
+    workflow_id: int = Field(foreign_key="workflows.id", index=True, ondelete="CASCADE")
+    job: str = Field(max_length=100)
+    upstream: str = Field(max_length=100)
+    on: str = Field(default="success", max_length=16)
+
+
+class TriggerRow(SQLModel, table=True):
+    __tablename__ = "triggers"
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
+    workflow_id: int = Field(foreign_key="workflows.id", index=True, ondelete="CASCADE")
+    type: str = Field(max_length=16)
+    name: str | None = Field(default=None, max_length=100)
+    enabled: bool = True
+    config: str = Field(sa_type=sa.Text)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+
+
+__all__ = ["DependencyRow", "JobRow", "TriggerRow", "WorkflowRow", "utcnow"]

@@ -1,0 +1,151 @@
+"""Shared fixtures: the whole FlowForge stack, started for real with `flowforge up`.
+
+The integration tests talk to a real Prefect server, a real process worker and the real API
+over HTTP, exactly as a user does after the README's first command; the fixture starts the
+stack once per session on free 127.0.0.1 ports in a temporary home and stops it by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.postgres import postgres_url  # noqa: F401 - fixture re-export
+
+BIN = Path(sys.executable).parent
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    home: Path
+    api_url: str
+    prefect_url: str
+    process: subprocess.Popen[bytes]
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.api_url, timeout=60, **kwargs)
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "FLOWFORGE_"))}
+    env.update(extra)
+    return env
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None,
+              log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"process exited with {process.returncode} before {url} was "
+                               f"ready:\n{tail}")
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200:
+                return
+            last = response.text[:500]
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout}s: {last}")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    home = tmp_path_factory.mktemp("ffhome")
+    api_port, prefect_port = free_port(), free_port()
+    log = home / "up.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "flowforge"), "up", "--home", str(home), "--api-port", str(api_port),
+             "--prefect-port", str(prefect_port)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS="0.5", FLOWFORGE_SYNC_INTERVAL="2"),
+            start_new_session=True,
+        )
+    api_url = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_http(f"{api_url}/healthz", 180, process, log)
+        yield Stack(home, api_url, f"http://127.0.0.1:{prefect_port}/api", process)
+    finally:
+        stop_process(process)
+
+
+@pytest.fixture
+def api(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as client:
+        yield client
+
+
+def wait_run(api: httpx.Client, run_id: str, timeout: float = 120) -> dict[str, Any]:
+    """Poll GET /runs/{id} until the run is terminal; returns the final body."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        response = api.get(f"/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["state"] in TERMINAL:
+            return body
+        time.sleep(0.3)
+    raise TimeoutError(f"run {run_id} not terminal after {timeout}s: {body}")
+
+
+def create_workflow(api: httpx.Client, doc: dict[str, Any] | str) -> dict[str, Any]:
+    """POST a workflow (dict as JSON, str as YAML), replacing any earlier one of that name."""
+    if isinstance(doc, str):
+        import yaml
+
+        name = yaml.safe_load(doc)["name"]
+        api.delete(f"/workflows/{name}")
+        response = api.post("/workflows", content=doc,
+                            headers={"Content-Type": "application/yaml"})
+    else:
+        api.delete(f"/workflows/{doc['name']}")
+        response = api.post("/workflows", json=doc)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    assert body["sync"]["status"] == "synced", body
+    return body
+
+
+def run_workflow(api: httpx.Client, name: str, inputs: dict[str, Any] | None = None,
+                 timeout: float = 120) -> dict[str, Any]:
+    response = api.post(f"/workflows/{name}/runs", json={"inputs": inputs or {}})
+    assert response.status_code == 201, response.text
+    return wait_run(api, response.json()["run_id"], timeout)
+
+
+def jobs_by_name(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {job["name"]: job for job in run["jobs"]}
