@@ -15,10 +15,11 @@ import keyword
 import re
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flowforge.errors import InputError, SpecError
+from flowforge.document import parse_document
+from flowforge.errors import SpecError
+from flowforge.inputs import input_type_problem, resolve_inputs
 from flowforge.runtime import gate, templates
 from flowforge.triggers import Trigger
 
@@ -161,51 +162,6 @@ def _fix_on_key(value: Any) -> Any:
     if isinstance(value, dict) and True in value and "on" not in value:
         value = {("on" if k is True else k): v for k, v in value.items()}
     return value
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """SafeLoader with the YAML 1.2 core schema's plain scalars.
-
-    Only true/false are booleans (so `on:` and `yes` stay strings); `10:30` and `1_000` stay
-    strings and `017` is decimal (YAML 1.1 read them as sexagesimal 630, 1000 and octal 15); and
-    `2024-01-01` stays a string instead of a `datetime.date`, which is not JSON.
-    """
-
-
-_YAML_1_1_ONLY = {"tag:yaml.org,2002:" + t for t in ("bool", "int", "float", "timestamp")}
-_Yaml12Loader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in resolvers if tag not in _YAML_1_1_ONLY]
-    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_Yaml12Loader.add_implicit_resolver(  # before float, so "1" is an int
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
-    list("-+0123456789"),
-)
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+.0123456789"),
-)
-
-
-def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = str(loader.construct_scalar(node))
-    return int(text, 0) if text.startswith(("0o", "0x")) else int(text, 10)
-
-
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _core_int)
-
-
-def parse_document(text: str | bytes) -> Any:
-    """Parse a workflow document given as JSON or YAML text (JSON is a subset of YAML 1.2)."""
-    try:
-        return yaml.load(text, Loader=_Yaml12Loader)
-    except yaml.YAMLError as exc:
-        raise SpecError([{"field": "", "message": f"not valid JSON or YAML: {exc}"}]) from exc
 
 
 def _loc(loc: tuple[Any, ...], data: Any) -> tuple[str, str | None]:
@@ -438,53 +394,6 @@ def spec_json(wf: Workflow) -> str:
 
 def spec_hash(wf: Workflow) -> str:
     return hashlib.sha256(spec_json(wf).encode()).hexdigest()[:16]
-
-
-def input_type_problem(spec: InputSpec, value: Any) -> str | None:
-    """Why `value` is not valid for `spec`, or None."""
-    kind = spec.type
-    ok = {
-        "string": lambda v: isinstance(v, str),
-        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-        "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-        "boolean": lambda v: isinstance(v, bool),
-        "enum": lambda v: True,
-        "json": lambda v: True,
-    }[kind]
-    if not ok(value):
-        return (f"must be of type {kind}, got {type(value).__name__} "
-                f"{json.dumps(value, default=str)[:60]}")
-    if spec.enum is not None and value not in spec.enum:
-        return (f"must be one of {json.dumps(spec.enum, default=str)}, "
-                f"got {json.dumps(value, default=str)[:60]}")
-    return None
-
-
-def resolve_inputs(wf: Workflow, given: dict[str, Any] | None) -> dict[str, Any]:
-    """Validate run inputs against the declared ones and fill defaults; InputError names each."""
-    given = dict(given or {})
-    problems: list[dict[str, Any]] = []
-    for name in sorted(set(given) - set(wf.inputs)):
-        problems.append({"field": f"inputs.{name}", "input": name,
-                         "message": f"unknown input '{name}'"})
-    resolved: dict[str, Any] = {}
-    for name, spec in wf.inputs.items():
-        if name in given:
-            problem = input_type_problem(spec, given[name])
-            if problem:
-                problems.append({"field": f"inputs.{name}", "input": name,
-                                 "message": f"input '{name}' {problem}"})
-            resolved[name] = given[name]
-        elif spec.default is not None:
-            resolved[name] = spec.default
-        elif spec.is_required:
-            problems.append({"field": f"inputs.{name}", "input": name,
-                             "message": f"input '{name}' is required"})
-        else:
-            resolved[name] = None
-    if problems:
-        raise InputError(problems)
-    return resolved
 
 
 __all__ = [
