@@ -65,6 +65,7 @@ class WorkflowRun:
             for name in self.order
         }
         self.publisher = Publisher(flow_run_id, self.summary)
+        self.stopping = threading.Event()
 
     @classmethod
     def start(cls, spec: Workflow, inputs: dict[str, Any],
@@ -153,14 +154,22 @@ class WorkflowRun:
         try:
             output, condition = self._run_job(job, upstream, attempt)
         except JobError as exc:
-            self.update(name, state="FAILED", error=exc.message, ended_at=_now())
+            self._failed(name, exc.message)
             raise
         except Exception as exc:  # a bug or an unexpected third-party error: still a job failure
-            self.update(name, state="FAILED", error=f"{type(exc).__name__}: {exc}",
-                        ended_at=_now())
+            self._failed(name, f"{type(exc).__name__}: {exc}")
             raise
         return self.update(name, state="COMPLETED", output=output, condition=condition,
                            ended_at=_now())
+
+    def _failed(self, name: str, error: str) -> None:
+        # A job killed because the run is being stopped was cancelled, not failed: its
+        # process dies of the stop's own SIGTERM, which must not read as the job's fault.
+        if self.stopping.is_set():
+            self.update(name, state="CANCELLED", error=error, ended_at=_now(),
+                        reason="the run was stopped while this job ran")
+        else:
+            self.update(name, state="FAILED", error=error, ended_at=_now())
 
     def _run_job(self, job: Job, upstream: dict[str, dict[str, Any]],
                  attempt: int) -> tuple[Any, bool | None]:
@@ -235,8 +244,9 @@ class WorkflowRun:
             # `wait` blocks; run it in a thread so the flow's event loop stays free.
             await asyncio.to_thread(wait, futures)
         except BaseException:
-            processes.kill_all()
+            self.stopping.set()
             self._mark_unfinished("CANCELLED", "the run was stopped before this job finished")
+            processes.kill_all()
             await asyncio.to_thread(self.publisher.close, self.summary("CANCELLED"))
             raise
         self._mark_unfinished("FAILED", "the job's task ended without reporting a result")
