@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,6 +20,7 @@ from flowforge.prefect_sync import DeployTarget
 from flowforge.spec import Workflow, effective_needs, spec_hash, spec_json
 
 log = logging.getLogger("flowforge.sync")
+_sync_locks: dict[str, asyncio.Lock] = {}
 
 
 async def get_row(session: AsyncSession, name: str) -> WorkflowRow:
@@ -81,24 +84,34 @@ async def sync_row(session: AsyncSession, row: WorkflowRow, target: DeployTarget
     A failure leaves the definition stored and marked: `pending` when Prefect was unreachable
     (the sync loop retries), `error` when Prefect refused it.
     """
-    try:
-        if row.deleted:
-            await prefect_sync.undeploy(row.name, target)
-            await _delete_children(session, row.id)  # type: ignore[arg-type]
-            await session.delete(row)
+    # One sync per workflow at a time in this process: a DELETE and the background loop
+    # otherwise race to remove the same deployment and the same row (seen in CI).
+    async with _sync_locks.setdefault(row.name, asyncio.Lock()):
+        try:
+            if row.deleted:
+                await prefect_sync.undeploy(row.name, target)
+                await _delete_children(session, row.id)  # type: ignore[arg-type]
+                # A statement, not session.delete(): a row already purged by another
+                # process's sync is not an error.
+                await session.exec(delete(WorkflowRow).where(
+                    col(WorkflowRow.id) == row.id))
+                await session.commit()
+                return row
+            deployment = await prefect_sync.deploy(spec_of(row), target)
+            row.sync_status, row.sync_error, row.deployment_id = "synced", None, str(deployment)
+        except PrefectUnavailableError as exc:
+            row.sync_status, row.sync_error = "pending", exc.message
+        except Exception as exc:
+            log.exception("sync of workflow %s failed", row.name)
+            row.sync_status, row.sync_error = "error", f"{type(exc).__name__}: {exc}"
+        session.add(row)
+        try:
             await session.commit()
+        except StaleDataError:  # deleted meanwhile (tombstone purged): nothing left to mark
+            await session.rollback()
             return row
-        deployment = await prefect_sync.deploy(spec_of(row), target)
-        row.sync_status, row.sync_error, row.deployment_id = "synced", None, str(deployment)
-    except PrefectUnavailableError as exc:
-        row.sync_status, row.sync_error = "pending", exc.message
-    except Exception as exc:
-        log.exception("sync of workflow %s failed", row.name)
-        row.sync_status, row.sync_error = "error", f"{type(exc).__name__}: {exc}"
-    session.add(row)
-    await session.commit()
-    await session.refresh(row)
-    return row
+        await session.refresh(row)
+        return row
 
 
 async def sync_all(session: AsyncSession, target: DeployTarget,

@@ -145,9 +145,9 @@ async def undeploy(name: str, target: DeployTarget) -> bool:
     async with prefect_client(target) as client:
         try:
             deployment = await client.read_deployment_by_name(deployment_name(name))
-        except ObjectNotFound:
+            await client.delete_deployment(deployment.id)
+        except ObjectNotFound:  # never there, or removed meanwhile by a concurrent sync
             return False
-        await client.delete_deployment(deployment.id)
     return True
 
 
