@@ -68,6 +68,9 @@ class TriggerRow(SQLModel, table=True):
     enabled: bool = True
     config: str = Field(sa_type=sa.Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    # Webhook triggers only: the HMAC key, Fernet-encrypted with the API's key (api/hook_keys.py).
+    # Never part of `config`, the document or any response after the one that created it.
+    secret: str | None = Field(default=None, sa_type=sa.Text)
 
 
 __all__ = ["DependencyRow", "JobRow", "TriggerRow", "WorkflowRow", "utcnow"]

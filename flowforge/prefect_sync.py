@@ -3,8 +3,12 @@
 Prefect state is derived from the FlowForge definition, never the other way round: `deploy()`
 writes the generated flow into the project directory and upserts the deployment (Prefect's
 `POST /deployments/` is an upsert on flow and name), so running it twice changes nothing and
-running it after Prefect was down converges. Every Prefect or transport failure is translated
-once, here, into `PrefectUnavailableError` (retryable) so callers can mark a workflow out of sync.
+running it after Prefect was down converges. An existing deployment is updated in place (PATCH
+without schedules) rather than upserted, because Prefect's upsert deletes and re-creates every
+schedule and its scheduled runs; schedules and automations are then diffed trigger by trigger
+(flowforge.trigger_sync), so changing one trigger touches one Prefect object. Every Prefect or
+transport failure is translated once, here, into `PrefectUnavailableError` (retryable) so
+callers can mark a workflow out of sync.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ from uuid import UUID
 import httpx
 import yaml
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import DeploymentScheduleCreate
-from prefect.client.schemas.schedules import CronSchedule
+from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
+from flowforge import trigger_sync
 from flowforge.compiler import CompiledFlow, compile_workflow
 from flowforge.errors import PrefectUnavailableError
 from flowforge.spec import Workflow
@@ -70,19 +74,6 @@ def parameter_schema(compiled: CompiledFlow, path: Path) -> dict[str, Any]:
     return schema
 
 
-def _schedules(wf: Workflow) -> list[DeploymentScheduleCreate]:
-    out = []
-    for trigger in wf.triggers:
-        if isinstance(trigger, ScheduleTrigger):
-            out.append(DeploymentScheduleCreate(
-                schedule=CronSchedule(cron=trigger.cron, timezone=trigger.timezone),
-                active=trigger.enabled,
-                parameters=dict(trigger.inputs),
-                slug=trigger.name,
-            ))
-    return out
-
-
 async def ensure_work_pool(client: PrefectClient, name: str, pool_type: str = "process") -> bool:
     """Create work pool `name` with its worker type's default job template unless it exists.
 
@@ -111,30 +102,66 @@ async def ensure_work_pool(client: PrefectClient, name: str, pool_type: str = "p
 
 
 async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
-    """Write the flow files and upsert the deployment; returns the deployment id."""
+    """Write the flow files, create or update the deployment, converge its triggers; returns its id."""
     compiled = compile_workflow(wf)
     path = compiled.write(target.project_dir / "flows")
     write_prefect_yaml(target.project_dir, target.work_pool)
     schema = parameter_schema(compiled, path)
+    pull_steps = [{"prefect.deployments.steps.set_working_directory": {
+        "directory": str(target.project_dir)}}]
     async with prefect_client(target) as client:
         await ensure_work_pool(client, target.work_pool)
-        flow_id = await client.create_flow_from_name(wf.name)
-        deployment_id = await client.create_deployment(
-            flow_id=flow_id,
-            name=wf.name,
-            version=compiled.spec_hash,
-            description=wf.description,
-            work_pool_name=target.work_pool,
-            entrypoint=compiled.entrypoint,
-            path=str(target.project_dir),
-            pull_steps=[{"prefect.deployments.steps.set_working_directory": {
-                "directory": str(target.project_dir)}}],
-            parameter_openapi_schema=schema,
-            enforce_parameter_schema=True,
-            schedules=_schedules(wf),
-            tags=["flowforge"],
-        )
+        try:
+            existing = await client.read_deployment_by_name(deployment_name(wf.name))
+        except ObjectNotFound:
+            existing = None
+        if existing is None:
+            flow_id = await client.create_flow_from_name(wf.name)
+            deployment_id = await client.create_deployment(
+                flow_id=flow_id, name=wf.name, version=compiled.spec_hash,
+                description=wf.description, work_pool_name=target.work_pool,
+                entrypoint=compiled.entrypoint, path=str(target.project_dir),
+                pull_steps=pull_steps, parameter_openapi_schema=schema,
+                enforce_parameter_schema=True, tags=["flowforge"],
+            )
+        else:
+            deployment_id = existing.id
+            await client.update_deployment(deployment_id, DeploymentUpdate(
+                version=compiled.spec_hash, description=wf.description,
+                work_pool_name=target.work_pool, entrypoint=compiled.entrypoint,
+                path=str(target.project_dir), pull_steps=pull_steps,
+                parameter_openapi_schema=schema, enforce_parameter_schema=True,
+                tags=["flowforge"], paused=False))
+        plan = await trigger_sync.diff(client, wf, deployment_id)
+        await trigger_sync.apply(client, deployment_id, plan)
     return deployment_id
+
+
+async def drift(wf: Workflow, target: DeployTarget) -> list[str]:
+    """What differs between the workflow and Prefect (deployment, schedules, automations); no writes."""
+    async with prefect_client(target) as client:
+        try:
+            deployment = await client.read_deployment_by_name(deployment_name(wf.name))
+        except ObjectNotFound:
+            return [f"deployment {deployment_name(wf.name)} is missing in Prefect"]
+        problems = []
+        if deployment.version != compile_workflow(wf).spec_hash:
+            problems.append(f"deployment version {deployment.version} is not the workflow's "
+                            f"spec hash {compile_workflow(wf).spec_hash}")
+        if deployment.paused:
+            problems.append("deployment is paused in Prefect")
+        return problems + (await trigger_sync.diff(client, wf, deployment.id)).drift
+
+
+async def orphan_automations(workflows: set[str], target: DeployTarget,
+                             delete: bool) -> list[str]:
+    """FlowForge automations whose workflow is gone (e.g. deleted while Prefect was down)."""
+    async with prefect_client(target) as client:
+        found = trigger_sync.orphans(await trigger_sync.flowforge_automations(client), workflows)
+        if delete:
+            for a in found:
+                await client.delete_automation(a.id)
+    return [a.name for a in found]
 
 
 async def undeploy(name: str, target: DeployTarget) -> bool:
@@ -143,6 +170,8 @@ async def undeploy(name: str, target: DeployTarget) -> bool:
         (target.project_dir / "flows" / f"{compile_name(name)}{suffix}").unlink(missing_ok=True)
     write_prefect_yaml(target.project_dir, target.work_pool)
     async with prefect_client(target) as client:
+        # Automations first: a deleted deployment's automation keeps firing (gotcha 11).
+        await trigger_sync.delete_workflow_automations(client, name)
         try:
             deployment = await client.read_deployment_by_name(deployment_name(name))
             await client.delete_deployment(deployment.id)
@@ -207,7 +236,9 @@ __all__ = [
     "deploy",
     "deployment_id",
     "deployment_name",
+    "drift",
     "ensure_work_pool",
+    "orphan_automations",
     "prefect_client",
     "undeploy",
     "write_prefect_yaml",

@@ -47,7 +47,7 @@ async def start_run(
         if row.sync_status != "synced":
             raise PrefectUnavailableError(
                 f"workflow '{name}' is not deployed to Prefect yet: {row.sync_error}")
-    trigger = {"type": "manual", "idempotency_key": key}
+    trigger = {"id": None, "type": "manual", "idempotency_key": key}
     async with prefect_client(target) as client:
         try:
             flow_run = await client.create_flow_run_from_deployment(

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api import crud
 from api.deps import SessionDep, TargetDep
 from api.schemas import SyncItem, SyncReport
+from api.trigger_schemas import DriftItem, DriftReport
 
 router = APIRouter(tags=["sync"])
 
@@ -18,3 +19,15 @@ async def sync_now(session: SessionDep, target: TargetDep) -> SyncReport:
         SyncItem(name=r.name, status="deleted" if r.deleted else r.sync_status, error=r.sync_error)
         for r in rows
     ])
+
+
+@router.get("/sync/check", response_model=DriftReport)
+async def sync_check(session: SessionDep, target: TargetDep) -> DriftReport:
+    """What differs between FlowForge and Prefect (`flowforge sync --check`); changes nothing.
+
+    Drift is anything a person changed or removed in Prefect by hand: a deployment, a schedule,
+    an automation; `POST /sync` puts it back.
+    """
+    found = await crud.drift_all(session, target)
+    return DriftReport(in_sync=not any(found.values()),
+                       workflows=[DriftItem(name=n, drift=d) for n, d in sorted(found.items())])

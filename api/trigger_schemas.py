@@ -1,0 +1,60 @@
+"""Request and response models of triggers, webhooks and events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TriggerPublic(BaseModel):
+    id: str
+    type: str
+    name: str
+    enabled: bool
+    workflow: str
+    config: dict[str, Any] = Field(description="The trigger as it stands in the workflow document")
+    url: str | None = Field(None, description="Webhooks: where to POST deliveries")
+    secret: str | None = Field(None, description="Webhooks: the HMAC key; only in the answer "
+                                                 "that created or rotated it")
+    secret_set: bool | None = Field(None, description="Webhooks: whether a secret exists")
+    next_runs: list[datetime] | None = Field(None, description="Schedules: next five fire times")
+    sync: str = Field(description="The workflow's Prefect sync status after the change")
+
+
+class TriggerPatch(BaseModel):
+    """Fields to change; anything not given stays. `type` and `id` cannot change."""
+
+    model_config = {"extra": "allow"}
+    enabled: bool | None = None
+    name: str | None = None
+
+
+class HookAccepted(BaseModel):
+    run_id: str
+    delivery_id: str
+    workflow: str
+    prefect_ui_url: str
+
+
+class EventIn(BaseModel):
+    event: str = Field(min_length=1, max_length=1024)
+    resource: dict[str, str] = Field(default_factory=dict, description="Resource labels; "
+                                     "`prefect.resource.id` defaults to `flowforge.api`")
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventAccepted(BaseModel):
+    id: str
+    event: str
+
+
+class DriftItem(BaseModel):
+    name: str
+    drift: list[str]
+
+
+class DriftReport(BaseModel):
+    in_sync: bool
+    workflows: list[DriftItem]

@@ -1,0 +1,122 @@
+"""The trigger API's own rules, with Prefect unreachable: validation, ids, secrets, 401/413/409.
+
+None of these need Prefect: they are decided before anything is sent to it (a definition is
+stored and marked `pending` when Prefect is down), so they are tested fast, in-process, on SQLite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from flowforge.settings import Settings
+
+JOBS = [{"name": "a", "runtime": "bash", "script": "true"}]
+
+
+def dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "0")  # fail fast on the dead port
+    settings = Settings(home=tmp_path, prefect_api_url=f"http://127.0.0.1:{dead_port()}/api",
+                        prefect_timeout=1, sync_interval=3600)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def wf(name: str, *triggers: dict[str, object]) -> dict[str, object]:
+    return {"name": name, "jobs": JOBS, "triggers": list(triggers)}
+
+
+def test_ids_are_assigned_and_kept_across_a_replace(api: TestClient) -> None:
+    created = api.post("/workflows", json=wf("w", {"type": "schedule", "cron": "0 2 * * *"}))
+    assert created.status_code == 201, created.text
+    assert created.json()["sync"]["status"] == "pending"  # Prefect is down: stored anyway
+    (trigger,) = created.json()["spec"]["triggers"]
+    assert trigger["id"] and trigger["name"] == "schedule-1"
+    again = api.put("/workflows/w", json=wf("w", {"type": "schedule", "cron": "0 2 * * *"},
+                                             {"type": "webhook"}))
+    assert again.status_code == 200, again.text
+    ids = [t["id"] for t in again.json()["spec"]["triggers"]]
+    assert ids[0] == trigger["id"] and ids[1] != trigger["id"]
+    listed = api.get("/workflows/w/triggers").json()
+    assert [t["type"] for t in listed] == ["schedule", "webhook"]
+    assert listed[1]["url"] == f"/hooks/{ids[1]}" and listed[1]["secret_set"] is False
+    one = api.get(f"/workflows/w/triggers/{ids[0]}").json()
+    assert len(one["next_runs"]) == 5
+
+
+def test_bad_trigger_fields_are_422_naming_them(api: TestClient) -> None:
+    api.post("/workflows", json=wf("w"))
+    bad = api.post("/workflows/w/triggers", json={"type": "schedule", "cron": "* * *"})
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "triggers[0].cron"
+    unknown = api.post("/workflows/w/triggers", json={"type": "dependency", "upstream": ["nope"]})
+    assert unknown.status_code == 422 and "unknown upstream workflow 'nope'" in unknown.text
+    assert api.get("/workflows/w/triggers").json() == []  # nothing half-written
+    wrong = api.patch("/workflows/w/triggers/missing", json={"enabled": False})
+    assert wrong.status_code == 404
+
+
+def test_cycles_and_dependants(api: TestClient) -> None:
+    api.post("/workflows", json=wf("a"))
+    api.post("/workflows", json=wf("b", {"type": "dependency", "upstream": ["a"]}))
+    api.post("/workflows", json=wf("c", {"type": "dependency", "upstream": ["b"]}))
+    loop = api.post("/workflows/a/triggers", json={"type": "dependency", "upstream": ["c"]})
+    assert loop.status_code == 422
+    assert "a -> c -> b -> a" in loop.json()["error"]["message"]
+    self_loop = api.put("/workflows/a", json=wf("a", {"type": "dependency", "upstream": ["a"]}))
+    assert self_loop.status_code == 422 and "a -> a" in self_loop.text
+    refused = api.delete("/workflows/a")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["details"]["dependants"] == ["b"]
+    assert api.delete("/workflows/b").status_code == 409  # c depends on b
+
+
+def test_webhook_secret_shown_once_and_checked_first(api: TestClient, tmp_path: Path) -> None:
+    api.post("/workflows", json=wf("w"))
+    made = api.post("/workflows/w/triggers", json={"type": "webhook"})
+    assert made.status_code == 201, made.text
+    hook = made.json()
+    assert hook["secret"].startswith("whsec_")
+    assert api.get(f"/workflows/w/triggers/{hook['id']}").json()["secret"] is None
+    assert hook["secret"] not in (tmp_path / "flowforge.db").read_bytes().decode("latin-1")
+    body = b'{"x": 1}'
+    assert api.post(hook["url"], content=body).status_code == 401
+    wrong = api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": "sha256=ab"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "bad_signature"
+    big = b"x" * (1024 * 1024 + 1)
+    sig = "sha256=" + hmac.new(hook["secret"].encode(), big, hashlib.sha256).hexdigest()
+    assert api.post(hook["url"], content=big, headers={"X-FlowForge-Signature": sig}).status_code == 413
+    good = "sha256=" + hmac.new(hook["secret"].encode(), body, hashlib.sha256).hexdigest()
+    down = api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": good})
+    assert down.status_code == 503  # signed correctly; Prefect is what is missing
+    rotated = api.post(f"/workflows/w/triggers/{hook['id']}/secret").json()["secret"]
+    assert rotated != hook["secret"]
+    assert api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": good}).status_code == 401
+    api.patch(f"/workflows/w/triggers/{hook['id']}", json={"enabled": False})
+    assert api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": good}).status_code == 404
+    assert api.post("/hooks/unknown", content=body).status_code == 404
+
+
+def test_patch_cannot_change_type_and_delete_removes(api: TestClient) -> None:
+    api.post("/workflows", json=wf("w", {"type": "schedule", "cron": "0 2 * * *", "name": "n"}))
+    (t,) = api.get("/workflows/w/triggers").json()
+    assert api.patch(f"/workflows/w/triggers/{t['id']}", json={"type": "webhook"}).status_code == 422
+    patched = api.patch(f"/workflows/w/triggers/{t['id']}", json={"cron": "5 4 * * *",
+                                                                   "enabled": False})
+    assert patched.status_code == 200 and patched.json()["config"]["cron"] == "5 4 * * *"
+    assert patched.json()["id"] == t["id"]
+    assert api.delete(f"/workflows/w/triggers/{t['id']}").status_code == 204
+    assert api.get("/workflows/w/triggers").json() == []
