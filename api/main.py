@@ -17,7 +17,9 @@ from fastapi import FastAPI
 
 from api import crud, errors
 from api.db import make_engine, migrate, sessionmaker
-from api.routes import health, runs, sync, workflows
+from api.routes import events, health, hooks, runs, sync, triggers, workflows
+from api.routes import secrets as secrets_routes
+from api.routes import variables as variables_routes
 from flowforge import __version__
 from flowforge.prefect_sync import DeployTarget
 from flowforge.settings import Settings, get_settings
@@ -66,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (health.router, workflows.router, runs.router, sync.router):
+    for router in (health.router, workflows.router, runs.router, sync.router,
+                   triggers.router, hooks.router, events.router,
+                   variables_routes.router, secrets_routes.router):
         app.include_router(router)
     return app
 

@@ -52,6 +52,17 @@ class InputError(FlowForgeError):
         super().__init__("; ".join(p["message"] for p in problems), details=problems)
 
 
+class InvalidRequestError(FlowForgeError):
+    """A request names or sends something invalid (a variable key, a secret name, a value too
+    large); `details` lists `{"field", "message"}` for each problem."""
+
+    code = "invalid_request"
+    status = 422
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
 class NotFoundError(FlowForgeError):
     code = "not_found"
     status = 404
@@ -60,6 +71,18 @@ class NotFoundError(FlowForgeError):
 class ConflictError(FlowForgeError):
     code = "conflict"
     status = 409
+
+
+class BadSignatureError(FlowForgeError):
+    """A webhook delivery whose HMAC signature is missing or wrong: nothing was started."""
+
+    code = "bad_signature"
+    status = 401
+
+
+class PayloadTooLargeError(FlowForgeError):
+    code = "payload_too_large"
+    status = 413
 
 
 class PrefectUnavailableError(FlowForgeError):
@@ -78,11 +101,14 @@ class JobError(FlowForgeError):
 
 
 __all__ = [
+    "BadSignatureError",
     "ConflictError",
     "FlowForgeError",
     "InputError",
+    "InvalidRequestError",
     "JobError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "PrefectUnavailableError",
     "SpecError",
 ]

@@ -17,16 +17,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from flowforge import jobkinds
 from flowforge.document import parse_document
 from flowforge.errors import SpecError
 from flowforge.inputs import input_type_problem, resolve_inputs
+from flowforge.jobkinds import HttpAuth
 from flowforge.runtime import gate, templates
 from flowforge.triggers import Trigger
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 JOB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
 RESERVED_INPUTS = {"flowforge_trigger"}
-TEMPLATE_ROOTS = {"inputs", "jobs", "run", "item", "trigger", "params", "env"}
+TEMPLATE_ROOTS = {"inputs", "jobs", "run", "item", "trigger", "params", "env", "secrets"}
 
 InputType = Literal["string", "integer", "number", "boolean", "enum", "json"]
 Runtime = Literal["bash", "python", "node"]
@@ -83,6 +85,10 @@ class Target(_Model):
 
 
 class Job(_Model):
+    # `json` (an http body) is held as `json_body`: a field named `json` would shadow
+    # BaseModel.json; the document, the stored spec and the schema all say `json`.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
     name: str
     type: Literal["script", "message", "http", "workflow", "condition"] = "script"
     description: str | None = None
@@ -102,13 +108,20 @@ class Job(_Model):
     to: str | list[str] | None = None
     title: str | None = None
     body: str | None = None
-    # later job kinds and controls, declared so that a document using them gets a clear
-    # "not supported" error naming the job instead of an unknown-field error
+    # http (flowforge/jobkinds.py checks these; the body is `body` above or `json`)
     method: str | None = None
     url: str | None = None
-    expect_status: list[int] | None = None
+    headers: dict[str, Any] | None = None
+    query: dict[str, Any] | None = None
+    json_body: Any = Field(default=None, alias="json")
+    auth: HttpAuth | None = None
+    expect_status: list[int | str] | int | str | None = None
+    # workflow: run another workflow as a sub-run
     workflow: str | None = None
     inputs: dict[str, Any] | None = None
+    wait: bool | None = None
+    # later controls, declared so that a document using them gets a clear
+    # "not supported" error naming the job instead of an unknown-field error
     for_each: Any = None
     max_parallel: int | None = None
 
@@ -282,9 +295,10 @@ def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[
             bad("to", "a message job needs 'to' (one or more apprise URLs)")
         if job.body is None:
             bad("body", "a message job needs a 'body'")
-    else:
+    elif job.type not in ("http", "workflow"):
         bad("type", f"job type '{job.type}' is not supported in this release "
-            "(supported: script, message)")
+            "(supported: script, message, http, workflow)")
+    jobkinds.check_kind(wf.name, job, bad)
     for field in ("for_each", "max_parallel"):
         if getattr(job, field) is not None:
             bad(field, f"'{field}' is not supported in this release")
@@ -314,8 +328,9 @@ def _template_fields(wf: Workflow) -> list[tuple[str, str | None, str]]:
             found.append((field, job, value))
 
     for i, job in enumerate(wf.jobs):
-        for attr in ("env", "params", "to", "title", "body"):
-            walk(getattr(job, attr), f"jobs[{i}].{attr}", job.name)
+        for attr in ("env", "params", "to", "title", "body", *jobkinds.TEMPLATE_ATTRS):
+            walk(jobkinds.template_value(job, attr),
+                 f"jobs[{i}].{jobkinds.LABELS.get(attr, attr)}", job.name)
     walk(wf.outputs, "outputs", None)
     return found
 
@@ -324,14 +339,18 @@ def _check_templates(wf: Workflow, order: list[str]) -> list[dict[str, Any]]:
     problems: list[dict[str, Any]] = []
     ancestors = ancestor_map(wf)
     jobs = {j.name for j in wf.jobs}
+    kinds = {j.name: j.type for j in wf.jobs}
     for field, job, source in _template_fields(wf):
         prefix = f"job '{job}': " if job else ""
         try:
             refs = list(templates.references(source))
             roots = templates.root_names(source)
+            secret_problem = jobkinds.secret_problem(field, kinds.get(job or ""), source)
         except templates.TemplateError as exc:
             problems.append(_problem(field, f"{prefix}{field.split('.', 1)[-1]}: {exc}", job))
             continue
+        if secret_problem:
+            problems.append(_problem(field, f"{prefix}{secret_problem}", job))
         for root in sorted(roots - TEMPLATE_ROOTS):
             problems.append(_problem(field, f"{prefix}template names unknown variable '{root}' "
                                      f"(known: {', '.join(sorted(TEMPLATE_ROOTS))})", job))

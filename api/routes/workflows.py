@@ -13,6 +13,7 @@ from api import crud
 from api.deps import SessionDep, TargetDep
 from api.schemas import ErrorBody, ValidationReport, WorkflowPublic, WorkflowSummary
 from api.tables import WorkflowRow
+from api.workflow_calls import check_calls
 from flowforge.compiler import compile_workflow, mermaid
 from flowforge.errors import ConflictError, SpecError
 from flowforge.spec import Workflow, load_workflow, parse_document, spec_hash, topological_order
@@ -52,6 +53,7 @@ async def _document(request: Request) -> Workflow:
 async def create_workflow(request: Request, session: SessionDep,
                           target: TargetDep) -> WorkflowPublic:
     wf = await _document(request)
+    await check_calls(session, wf)  # sub-workflow targets, call cycles
     existing = (await session.exec(select(WorkflowRow).where(WorkflowRow.name == wf.name))).first()
     if existing is not None and not existing.deleted:
         raise ConflictError(f"workflow '{wf.name}' already exists; PUT /workflows/{wf.name} "
@@ -84,6 +86,7 @@ async def replace_workflow(name: str, request: Request, session: SessionDep,
                            target: TargetDep) -> WorkflowPublic:
     row = await crud.get_row(session, name)
     wf = await _document(request)
+    await check_calls(session, wf)  # sub-workflow targets, call cycles
     if wf.name != name:
         raise SpecError([{"field": "name", "message": f"the document's name '{wf.name}' does "
                           f"not match the URL's '{name}'; renaming is not supported"}])
@@ -95,6 +98,7 @@ async def replace_workflow(name: str, request: Request, session: SessionDep,
 @router.delete("/{name}", status_code=204, responses=ERRORS)
 async def delete_workflow(name: str, session: SessionDep, target: TargetDep) -> Response:
     row = await crud.get_row(session, name)
+    await crud.refuse_if_depended_on(session, name)  # 409 naming the dependants
     row.deleted, row.sync_status = True, "pending"
     session.add(row)
     await session.commit()
@@ -108,6 +112,7 @@ async def validate_workflow(name: str, request: Request, session: SessionDep) ->
     row = await crud.get_row(session, name)
     if (await request.body()).strip():
         wf = await _document(request)
+        await check_calls(session, wf)  # sub-workflow targets, call cycles
         if wf.name != name:
             raise SpecError([{"field": "name", "message": f"the document's name '{wf.name}' "
                               f"does not match the URL's '{name}'"}])

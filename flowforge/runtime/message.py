@@ -7,12 +7,16 @@ from typing import Any
 
 from flowforge.errors import JobError
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z0-9+.-]+://)(?P<userinfo>[^@/\s]+)@", re.IGNORECASE)
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z0-9+.-]+://)(?P<userinfo>[^@/\s?#]+)@", re.IGNORECASE)
+# apprise also takes credentials as query arguments (`?pass=...`, `?token=...`)
+_QUERY_SECRETS = re.compile(r"(?P<key>[?&](?:pass|password|pwd|token|secret|key|apikey)=)[^&#\s]*",
+                            re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
     """A URL as it may appear in logs and errors: user:password parts replaced."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", url)
+    url = _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", url)
+    return _QUERY_SECRETS.sub(lambda m: f"{m.group('key')}***", url)
 
 
 def send_message(to: list[str], body: str, title: str | None = None) -> dict[str, Any]:

@@ -25,9 +25,11 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Completed, Failed, State
 
+from flowforge import jobkinds
 from flowforge.errors import JobError
 from flowforge.runtime import gate, processes, templates
 from flowforge.runtime.publisher import Publisher, summary_output
+from flowforge.runtime.secrets import Masker
 from flowforge.spec import Job, Workflow, effective_needs, topological_order
 
 TERMINAL = {"COMPLETED", "FAILED", "SKIPPED", "UPSTREAM_FAILED", "CANCELLED"}
@@ -66,6 +68,8 @@ class WorkflowRun:
         }
         self.publisher = Publisher(flow_run_id, self.summary)
         self.stopping = threading.Event()
+        # Secret values loaded by this run's jobs; masked in every output, error and log line.
+        self.masker = Masker()
 
     @classmethod
     def start(cls, spec: Workflow, inputs: dict[str, Any],
@@ -73,7 +77,9 @@ class WorkflowRun:
         ctx = FlowRunContext.get()
         if ctx is None or ctx.flow_run is None:
             raise RuntimeError("WorkflowRun.start() must be called inside a flow run")
-        run = cls(spec, str(ctx.flow_run.id), inputs, trigger)
+        from flowforge.runtime.upstream import enrich  # upstream outputs for dependency runs
+
+        run = cls(spec, str(ctx.flow_run.id), inputs, enrich(trigger))
         with _RUNS_LOCK:
             _RUNS[run.flow_run_id] = run
         run.publisher.start()
@@ -89,6 +95,9 @@ class WorkflowRun:
     # -- the ledger ---------------------------------------------------------------------------
 
     def update(self, name: str, **fields: Any) -> dict[str, Any]:
+        for key in ("output", "error"):
+            if fields.get(key) is not None:
+                fields[key] = self.masker.mask(fields[key])
         with self._lock:
             self.records[name].update(fields)
             record = dict(self.records[name])
@@ -153,11 +162,12 @@ class WorkflowRun:
             return Completed(name=state_name, message=decision.reason, data=record)
         try:
             output, condition = self._run_job(job, upstream, attempt)
-        except JobError as exc:
-            self._failed(name, exc.message)
-            raise
         except Exception as exc:  # a bug or an unexpected third-party error: still a job failure
-            self._failed(name, f"{type(exc).__name__}: {exc}")
+            error = exc.message if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
+            self._failed(name, error)
+            masked = self.masker.mask(error)
+            if masked != error:  # Prefect logs and stores the exception: it must not hold a secret
+                raise JobError(masked) from None
             raise
         return self.update(name, state="COMPLETED", output=output, condition=condition,
                            ended_at=_now())
@@ -174,23 +184,24 @@ class WorkflowRun:
     def _run_job(self, job: Job, upstream: dict[str, dict[str, Any]],
                  attempt: int) -> tuple[Any, bool | None]:
         context = self.context(job.name)
+        secret_names = jobkinds.job_secret_names(job)
+        if secret_names:
+            from flowforge.runtime.secrets import load_secrets
+
+            context["secrets"] = load_secrets(secret_names)
+            self.masker.add(context["secrets"].values())
         try:
             env = {k: templates.to_env_value(v)
                    for k, v in templates.render(job.env, context).items()}
             params = templates.render(job.params, context)
         except templates.TemplateError as exc:
             raise JobError(f"job '{job.name}': {exc}") from exc
-        if job.type == "message":
-            from flowforge.runtime.message import send_message
+        if job.type != "script":
+            from flowforge.runtime.kinds import run_kind
 
-            to = [job.to] if isinstance(job.to, str) else list(job.to or [])
-            try:
-                rendered_to = [str(templates.render(u, context)) for u in to]
-                body = templates.to_env_value(templates.render(job.body or "", context))
-                title = templates.render(job.title, context) if job.title else None
-            except templates.TemplateError as exc:
-                raise JobError(f"job '{job.name}': {exc}") from exc
-            return send_message(rendered_to, body, title), None
+            logger = get_run_logger()
+            return run_kind(self, job, context, attempt,
+                            lambda line: logger.info("%s", self.masker.mask(line))), None
         return self._run_script(job, env, params, upstream, attempt)
 
     def _run_script(self, job: Job, env: dict[str, str], params: Any,
@@ -200,6 +211,7 @@ class WorkflowRun:
         logger = get_run_logger()
 
         def log(stream: str, line: str) -> None:
+            line = self.masker.mask(line)
             if stream == "stderr":
                 logger.warning("%s", line)
             else:
@@ -283,21 +295,16 @@ def _uses_variables(script: str) -> bool:
 
 
 def _read_variables() -> dict[str, Any]:
-    from prefect.client.orchestration import get_client
+    from flowforge.runtime import variables
 
-    with get_client(sync_client=True) as client:
-        return {v.name: v.value for v in client.read_variables()}
+    return variables.read_all()
 
 
 def _write_variables(changes: dict[str, Any]) -> None:
     """Apply a job's `set_variable` calls as Prefect variables (last writer wins per key)."""
-    from prefect.variables import Variable
+    from flowforge.runtime import variables
 
-    for key, value in changes.items():
-        try:
-            Variable.set(key, value, overwrite=True)
-        except Exception as exc:  # e.g. a name Prefect refuses: the job fails with the reason
-            raise JobError(f"could not set variable '{key}': {exc}") from exc
+    variables.write(changes)
 
 
 def _run_job(job: str) -> Any:
@@ -315,7 +322,8 @@ def job_tasks(spec: Workflow) -> dict[str, Task[..., Any]]:
         job.name: base.with_options(
             name=job.name,
             task_run_name=job.name,
-            retries=job.retries,
+            # an http job retries inside its executor, and only on 5xx / connection errors
+            retries=0 if job.type == "http" else job.retries,
             retry_delay_seconds=job.retry_delay,
         )
         for job in spec.jobs

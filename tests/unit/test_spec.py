@@ -86,8 +86,7 @@ def test_server_health_is_rejected_naming_job_and_fields() -> None:
     by_field = {p["field"]: p for p in found}
     assert by_field["jobs[0].target"]["job"] == "disk_check"
     assert "ssh" in by_field["jobs[0].target"]["message"]
-    assert by_field["jobs[1].type"]["job"] == "ping_api"
-    assert "'http' is not supported" in by_field["jobs[1].type"]["message"]
+    assert set(by_field) == {"jobs[0].target"}  # the http job is valid since issue 6
 
 
 # --- parsing: YAML 1.2 booleans, `on:` keys, JSON ----------------------------------------------------
@@ -261,8 +260,8 @@ def test_template_unknown_input() -> None:
 
 
 def test_template_unknown_variable() -> None:
-    p = only(doc(job("a", env={"N": "{{ secrets.token }}"})))
-    assert "unknown variable 'secrets'" in p["message"]
+    p = only(doc(job("a", env={"N": "{{ vault.token }}"})))
+    assert "unknown variable 'vault'" in p["message"]
 
 
 def test_output_templates_are_checked_too() -> None:
@@ -416,7 +415,7 @@ def test_many_graph_problems_reported_at_once() -> None:
             job("a", env={"1X": "y", "FLOWFORGE_X": "z"}),
             {"name": "a", "type": "script"},
             job("c", needs=["ghost"], run_if="sometimes"),
-            job("d", type="http"),
+            job("d", type="condition"),
         ],
     }
     found = problems(document)
