@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from api import crud, errors
 from api.db import make_engine, migrate, sessionmaker
+from api.deliveries import Dispatcher
 from api.routes import events, health, hooks, runs, sync, triggers, workflows
 from api.routes import secrets as secrets_routes
 from api.routes import variables as variables_routes
@@ -51,13 +52,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.target = DeployTarget(
             api_url=settings.prefect_url(), project_dir=settings.project,
             work_pool=settings.work_pool, timeout=settings.prefect_timeout)
-        task = asyncio.create_task(_sync_loop(app, settings.sync_interval))
+        app.state.dispatcher = Dispatcher(app.state.sessionmaker, app.state.target, settings)
+        tasks = [asyncio.create_task(_sync_loop(app, settings.sync_interval)),
+                 asyncio.create_task(app.state.dispatcher.loop(1.0))]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await app.state.dispatcher.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -73,4 +73,25 @@ class TriggerRow(SQLModel, table=True):
     secret: str | None = Field(default=None, sa_type=sa.Text)
 
 
-__all__ = ["DependencyRow", "JobRow", "TriggerRow", "WorkflowRow", "utcnow"]
+class DeliveryRow(SQLModel, table=True):
+    """A webhook delivery, stored before any Prefect call: the inbox that makes a burst or a
+    Prefect outage lose nothing. `run_id` is set once its flow run exists."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (sa.UniqueConstraint("trigger_id", "delivery_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    trigger_id: str = Field(max_length=36, index=True)
+    delivery_id: str = Field(max_length=200)
+    workflow: str = Field(max_length=63)
+    parameters: str = Field(sa_type=sa.Text)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    run_id: str | None = Field(default=None, max_length=36, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+    # When the dispatcher should try (again); None once the run exists or it gave up.
+    next_attempt_at: datetime | None = Field(default_factory=utcnow,
+                                             sa_type=sa.DateTime(timezone=True), index=True)
+
+
+__all__ = ["DeliveryRow", "DependencyRow", "JobRow", "TriggerRow", "WorkflowRow", "utcnow"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -32,10 +32,13 @@ class TriggerPatch(BaseModel):
 
 
 class HookAccepted(BaseModel):
-    run_id: str
+    status: Literal["started", "queued"] = Field(
+        description="`queued`: stored, its run is created as soon as Prefect takes it (the same "
+                    "delivery id again answers with the run id once it exists)")
+    run_id: str | None
     delivery_id: str
     workflow: str
-    prefect_ui_url: str
+    prefect_ui_url: str | None
 
 
 class EventIn(BaseModel):

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     # Per-request timeout for Prefect calls made by the API; short, so a dead Prefect
     # server does not hang a request that could store the definition and answer.
     prefect_timeout: float = 10.0
+    # Webhook deliveries creating Prefect flow runs at the same time; the rest queue in the
+    # API. Prefect's SQLite database answers "database is locked" under many parallel writes.
+    webhook_prefect_concurrency: int = Field(default=4, ge=1, le=64)
+    # How long `POST /hooks/{id}` waits for the run before answering `queued` (the delivery is
+    # stored and its run created later): below common sender timeouts (GitHub: 10 s).
+    webhook_answer_seconds: float = Field(default=5.0, ge=0, le=60)
 
     @property
     def db_url(self) -> str:

@@ -14,12 +14,11 @@ import hmac
 import json
 import uuid
 from typing import Annotated, Any
-from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
 from sqlmodel import select
 
-from api import crud, hook_keys, run_views
+from api import crud, deliveries, hook_keys, run_views
 from api.deps import SessionDep, SettingsDep, TargetDep
 from api.schemas import ErrorBody
 from api.tables import TriggerRow, WorkflowRow
@@ -29,10 +28,8 @@ from flowforge.errors import (
     InputError,
     NotFoundError,
     PayloadTooLargeError,
-    PrefectUnavailableError,
 )
 from flowforge.inputs import resolve_inputs
-from flowforge.prefect_sync import prefect_client
 from flowforge.runtime import templates
 
 router = APIRouter(tags=["webhooks"])
@@ -93,7 +90,7 @@ async def receive(
     secret = hook_keys.unseal(settings, trigger_row.secret) if trigger_row.secret else None
     if secret is None or not signature_ok(secret, body, x_flowforge_signature):
         raise BadSignatureError("missing or wrong X-FlowForge-Signature (expected sha256=<hex "
-                           "HMAC-SHA256 of the raw body with the webhook's secret>)")
+                                "HMAC-SHA256 of the raw body with the webhook's secret>)")
     wf = crud.spec_of(row)
     trigger = next(t for t in wf.triggers if t.id == trigger_id)
     try:
@@ -102,19 +99,19 @@ async def receive(
         raise InputError([{"field": "inputs", "message": f"webhook inputs: {exc}"}]) from exc
     inputs = resolve_inputs(wf, rendered)
     delivery = x_flowforge_delivery or str(uuid.uuid4())
-    key = f"webhook:{trigger_id}:{delivery}"
     if row.sync_status != "synced" or not row.deployment_id:
+        # Stored anyway: the dispatcher starts the run once the workflow is deployed.
         row = await crud.sync_row(session, row, target)
-        if row.sync_status != "synced":
-            raise PrefectUnavailableError(f"workflow '{row.name}' is not deployed: {row.sync_error}")
     parameter = {"type": "webhook", "id": trigger_id, "name": trigger.name,
                  "delivery_id": delivery}
-    async with prefect_client(target) as client:
-        flow_run = await client.create_flow_run_from_deployment(
-            UUID(row.deployment_id), parameters={**inputs, "flowforge_trigger": parameter},
-            idempotency_key=key, tags=["flowforge", "webhook"])
-    return HookAccepted(run_id=str(flow_run.id), delivery_id=delivery, workflow=row.name,
-                        prefect_ui_url=run_views.ui_url(settings.ui_url(), str(flow_run.id)))
+    stored = await deliveries.record(session, trigger_id, delivery, row.name,
+                                     {**inputs, "flowforge_trigger": parameter})
+    dispatcher: deliveries.Dispatcher = request.app.state.dispatcher
+    run_id = await dispatcher.wait(stored, settings.webhook_answer_seconds)
+    return HookAccepted(
+        status="started" if run_id else "queued", run_id=run_id, delivery_id=delivery,
+        workflow=row.name,
+        prefect_ui_url=run_views.ui_url(settings.ui_url(), run_id) if run_id else None)
 
 
 __all__ = ["MAX_BODY", "router", "signature_ok"]

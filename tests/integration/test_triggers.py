@@ -212,6 +212,7 @@ def test_webhook_signature_replay_size_and_disable(api: httpx.Client, stack: Sta
                "X-FlowForge-Delivery": f"d-{uuid.uuid4()}", "Content-Type": "application/json"}
     first = api.post(hook["url"], content=body, headers=headers)
     assert first.status_code == 202, first.text
+    assert first.json()["status"] == "started"
     again = api.post(hook["url"], content=body, headers=headers)
     assert again.status_code == 202 and again.json()["run_id"] == first.json()["run_id"]
 
@@ -322,3 +323,27 @@ def test_schedule_produced_a_run_and_disabling_stops_it(api: httpx.Client, stack
             and r.expected_start_time.timestamp() > soon] == []
     assert api.delete(f"/workflows/tr-sched/triggers/{trigger['id']}").status_code == 204
     drop(api, "tr-sched")
+
+
+def test_a_webhook_delivery_prefect_cannot_take_is_queued_then_started(
+        api: httpx.Client, stack: Stack) -> None:
+    """The deployment was deleted in Prefect by hand: the delivery is kept, not refused, and
+    its run starts once `flowforge sync` has put the deployment back."""
+    create_workflow(api, show_trigger("tr-inbox"))
+    hook = api.post("/workflows/tr-inbox/triggers", json={"type": "webhook"}).json()
+    with prefect(stack) as client:
+        client.delete_deployment(client.read_deployment_by_name("tr-inbox/tr-inbox").id)
+    body = b"{}"
+    headers = {"X-FlowForge-Signature": sign(hook["secret"], body),
+               "X-FlowForge-Delivery": "inbox-1"}
+    queued = api.post(hook["url"], content=body, headers=headers)
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["status"] == "queued" and queued.json()["run_id"] is None
+    assert flowforge_cli(stack, "sync").returncode == 0
+    started = wait_for(lambda: (r := api.post(hook["url"], content=body, headers=headers).json())
+                       ["run_id"] and r, 60, "the queued delivery's run")
+    assert started["status"] == "started"
+    run = wait_run(api, started["run_id"])
+    assert run["state"] == "COMPLETED" and run["trigger"]["delivery_id"] == "inbox-1"
+    assert len(runs_of(api, "tr-inbox")) == 1
+    drop(api, "tr-inbox")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def dead_port() -> int:
 def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "0")  # fail fast on the dead port
     settings = Settings(home=tmp_path, prefect_api_url=f"http://127.0.0.1:{dead_port()}/api",
-                        prefect_timeout=1, sync_interval=3600)
+                        prefect_timeout=1, sync_interval=3600, webhook_answer_seconds=0.5)
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -100,8 +101,17 @@ def test_webhook_secret_shown_once_and_checked_first(api: TestClient, tmp_path: 
     sig = "sha256=" + hmac.new(hook["secret"].encode(), big, hashlib.sha256).hexdigest()
     assert api.post(hook["url"], content=big, headers={"X-FlowForge-Signature": sig}).status_code == 413
     good = "sha256=" + hmac.new(hook["secret"].encode(), body, hashlib.sha256).hexdigest()
-    down = api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": good})
-    assert down.status_code == 503  # signed correctly; Prefect is what is missing
+    # Signed correctly, Prefect down: stored and queued, not lost; a replay finds the same one.
+    headers = {"X-FlowForge-Signature": good, "X-FlowForge-Delivery": "d-1"}
+    for _ in range(2):
+        queued = api.post(hook["url"], content=body, headers=headers)
+        assert queued.status_code == 202, queued.text
+        assert queued.json()["status"] == "queued" and queued.json()["run_id"] is None
+    db = sqlite3.connect(tmp_path / "flowforge.db")
+    rows = db.execute("SELECT delivery_id, run_id, attempts, last_error "
+                      "FROM webhook_deliveries").fetchall()
+    assert len(rows) == 1 and rows[0][:2] == ("d-1", None)
+    assert rows[0][2] >= 1 and "not deployed" in rows[0][3]
     rotated = api.post(f"/workflows/w/triggers/{hook['id']}/secret").json()["secret"]
     assert rotated != hook["secret"]
     assert api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": good}).status_code == 401
