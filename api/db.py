@@ -38,6 +38,17 @@ def async_url(url: str) -> str:
     return _with_driver(url, "sqlite+aiosqlite", "postgresql+psycopg")
 
 
+def head_revision() -> str:
+    """The newest migration: what `migrate` brings a database to."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
+
+
 def migrate(url: str) -> None:
     """Bring the schema to the latest revision (blocking; the API runs it in a thread)."""
     if url.startswith("sqlite"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -139,10 +140,18 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--only", choices=["latency", "burst"], default=None)
+    parser.add_argument("--prefect-postgres", action="store_true",
+                        help="run the Prefect server on a private PostgreSQL instead of SQLite")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         home = Path(tmp)
+        extra = {"FLOWFORGE_WORKER_QUERY_SECONDS": str(args.query)}
+        if args.prefect_postgres:
+            from tests.fixtures.postgres import start_postgres
+
+            pg = stack.enter_context(start_postgres(home / "pg"))
+            extra["FLOWFORGE_PREFECT_DATABASE_URL"] = pg.url
         api_port, prefect_port = free_port(), free_port()
         log = home / "up.log"
         with log.open("wb") as out:
@@ -150,7 +159,7 @@ def main() -> None:
                 [str(BIN / "flowforge"), "up", "--home", str(home),
                  "--api-port", str(api_port), "--prefect-port", str(prefect_port)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS=str(args.query)))
+                env=_child_env(**extra))
         api_url = f"http://127.0.0.1:{api_port}"
         prefect_url = f"http://127.0.0.1:{prefect_port}/api"
         try:

@@ -25,6 +25,10 @@ class Settings(BaseSettings):
     prefect_api_url: str | None = None
     prefect_ui_url: str | None = None
     database_url: str | None = None
+    # The database of the Prefect server `flowforge up` starts; default SQLite in its home.
+    # PostgreSQL (`postgresql://user:pw@127.0.0.1/prefect`) is what Prefect recommends beyond
+    # light use: SQLite serialises every write (see docs/performance.md, webhook burst).
+    prefect_database_url: str | None = None
     project_dir: Path | None = None
     work_pool: str = "flowforge-process"
     worker_query_seconds: float = 1.0

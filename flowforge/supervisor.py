@@ -233,6 +233,20 @@ def _run_async(coro: Any) -> Any:
 # --------------------------------------------------------------------------- Prefect server
 
 
+def prefect_database_url(settings: Settings) -> str:
+    """Prefect's server speaks asyncpg / aiosqlite; accept plain URLs and name the driver."""
+    url = settings.prefect_database_url
+    if not url:
+        return f"sqlite+aiosqlite:///{settings.prefect_home / 'prefect.db'}"
+    scheme, sep, rest = url.partition("://")
+    base = scheme.split("+", 1)[0]
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg{sep}{rest}"
+    if base == "sqlite":
+        return f"sqlite+aiosqlite{sep}{rest}"
+    return url
+
+
 def prefect_server_env(settings: Settings) -> dict[str, str]:
     port = settings.prefect_port
     home = settings.prefect_home
@@ -240,7 +254,7 @@ def prefect_server_env(settings: Settings) -> dict[str, str]:
     env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of another one
     env.update({
         "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}",

@@ -7,6 +7,7 @@ stack once per session on free 127.0.0.1 ports in a temporary home and stops it 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.postgres import postgres_url  # noqa: F401 - fixture re-export
+from tests.fixtures.postgres import postgres_server, postgres_url  # noqa: F401 - fixture re-export
 
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -83,7 +84,13 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("ffhome")
+    with start_stack(tmp_path_factory.mktemp("ffhome")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def start_stack(home: Path, **env: str) -> Iterator[Stack]:
+    """`flowforge up` in `home` on free ports (extra `env` for it), stopped by PID at the end."""
     api_port, prefect_port = free_port(), free_port()
     log = home / "up.log"
     with log.open("wb") as out:
@@ -91,7 +98,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             [str(BIN / "flowforge"), "up", "--home", str(home), "--api-port", str(api_port),
              "--prefect-port", str(prefect_port)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS="0.5", FLOWFORGE_SYNC_INTERVAL="2"),
+            env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS="0.5", FLOWFORGE_SYNC_INTERVAL="2",
+                           **env),
             start_new_session=True,
         )
     api_url = f"http://127.0.0.1:{api_port}"

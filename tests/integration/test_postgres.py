@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from api.db import sync_url
+from api.db import head_revision, sync_url
 from api.main import create_app
 from flowforge.settings import Settings
-from tests.conftest import Stack
+from tests.conftest import Stack, create_workflow, run_workflow, start_stack
+from tests.fixtures.postgres import PostgresServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
@@ -46,7 +47,8 @@ def _count(url: str, table: str) -> int:
 def test_crud_on_postgres(pg_client: TestClient, postgres_url: str) -> None:
     engine = sa.create_engine(sync_url(postgres_url))
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
+        assert version == head_revision()
     engine.dispose()
 
     created = pg_client.post("/workflows", json=DOC)
@@ -75,3 +77,18 @@ def test_crud_on_postgres(pg_client: TestClient, postgres_url: str) -> None:
     assert pg_client.delete("/workflows/pg-etl").status_code == 204
     assert pg_client.get("/workflows/pg-etl").status_code == 404
     assert (_count(postgres_url, "workflows"), _count(postgres_url, "jobs")) == (0, 0)
+
+
+def test_flowforge_up_runs_prefect_on_postgres(postgres_server: PostgresServer,
+                                               tmp_path: Path) -> None:
+    """FLOWFORGE_PREFECT_DATABASE_URL: the Prefect server `flowforge up` starts keeps its
+    state in PostgreSQL (what bursts of webhook deliveries need, docs/performance.md)."""
+    url = postgres_server.create_database("prefect_up")
+    with start_stack(tmp_path, FLOWFORGE_PREFECT_DATABASE_URL=url) as stack, \
+            stack.client() as api:
+        create_workflow(api, {"name": "pg-prefect", "jobs": [
+            {"name": "a", "runtime": "bash", "script": "echo on-postgres"}]})
+        run = run_workflow(api, "pg-prefect")
+        assert run["state"] == "COMPLETED", run
+    assert not (tmp_path / "prefect" / "prefect.db").exists()
+    assert _count(url, "flow_run") >= 1
