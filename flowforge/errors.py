@@ -100,10 +100,27 @@ class JobError(FlowForgeError):
     status = 500
 
 
+class DockerUnavailableError(FlowForgeError):
+    """The Docker engine (DOCKER_HOST) cannot be reached, or refused a request outright."""
+
+    code = "docker_unavailable"
+    status = 503
+    retryable = True
+
+
+class ImageBuildError(FlowForgeError):
+    """`flowforge image build` failed: debootstrap, pip wheel or docker build said why."""
+
+    code = "image_build_failed"
+    status = 500
+
+
 __all__ = [
     "BadSignatureError",
     "ConflictError",
+    "DockerUnavailableError",
     "FlowForgeError",
+    "ImageBuildError",
     "InputError",
     "InvalidRequestError",
     "JobError",
