@@ -12,6 +12,8 @@
 ARG BASE=flowforge-base:bookworm
 
 FROM ${BASE} AS install
+# The label lets `flowforge image build` prune this stage's image after the build.
+LABEL flowforge.stage=install
 COPY wheels /wheels
 # pip runs from its own wheel: Debian's minimal python3 has no pip and no ensurepip.
 RUN python3 "$(ls /wheels/pip-*.whl)/pip" install --no-index --find-links /wheels \

@@ -54,6 +54,22 @@ def source_root() -> Path:
     return root
 
 
+def source_hash(root: Path | None = None) -> str:
+    """A digest of everything an image is built from (the packages, Dockerfile, pyproject),
+    recorded as the image label `flowforge.source`, so a stale cached image can be told apart."""
+    import hashlib
+
+    root = root or source_root()
+    digest = hashlib.sha256()
+    files = [root / "Dockerfile", root / "pyproject.toml"]
+    for package in ("flowforge", "api"):
+        files.extend(p for p in (root / package).rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)
+    for file in sorted(files):
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def debian_mirror(sources: tuple[Path, ...] = (Path("/etc/apt/sources.list"),
                                                Path("/etc/apt/sources.list.d"))) -> str:
     """The first Debian archive URI apt is configured with (deb822 or one-line format)."""
@@ -152,7 +168,7 @@ def build_image(target: str = "runner", base: str | None = None, tag: str | None
             _, output = client.images.build(
                 path=str(context), tag=tag, target=target, buildargs={"BASE": base},
                 network_mode="host", rm=True, forcerm=True, pull=False,
-                labels={"flowforge.version": __version__})
+                labels={"flowforge.version": __version__, "flowforge.source": source_hash()})
         except docker.errors.BuildError as exc:
             lines = [str(c.get("stream", c.get("error", ""))).rstrip() for c in exc.build_log]
             raise ImageBuildError(f"docker build failed: {exc.msg}\n"
@@ -162,6 +178,8 @@ def build_image(target: str = "runner", base: str | None = None, tag: str | None
         for chunk in output:
             if "stream" in chunk and chunk["stream"].strip():
                 log(chunk["stream"].rstrip())
+    # The install stage (wheels and all) is left untagged by every build; only it goes.
+    client.images.prune(filters={"dangling": True, "label": "flowforge.stage=install"})
     return tag
 
 
@@ -176,5 +194,6 @@ __all__ = [
     "debian_mirror",
     "runner_image_name",
     "service_image_name",
+    "source_hash",
     "source_root",
 ]

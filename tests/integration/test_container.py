@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from flowforge.runtime.container import LABEL_RUN, ContainerExecutor, leftovers
+from flowforge.image import build_image
+from flowforge.runtime.container import LABEL_RUN, ContainerExecutor, docker_client, leftovers
 from flowforge.runtime.local import ScriptJob, ScriptResult
 from flowforge.spec import ContainerTarget
 from tests.conftest import (
@@ -29,9 +30,11 @@ from tests.conftest import (
     Stack,
     _child_env,
     create_workflow,
+    free_port,
     jobs_by_name,
     run_workflow,
     start_stack,
+    wait_http,
     wait_run,
 )
 
@@ -341,3 +344,21 @@ def test_a_whole_workflow_on_the_docker_pool(dapi: httpx.Client) -> None:
     assert jobs["after"]["output"] == {"ok": True}
     body = dapi.get("/workflows/on-docker-pool").json()
     assert json.dumps(body).count("flowforge-docker") >= 1
+
+
+@pytest.mark.slow
+def test_service_image_builds_and_serves(engine: str) -> None:
+    """The repository's Dockerfile builds the service image the same registry-free way, and
+    `flowforge up` inside it answers on 127.0.0.1 (host network, as everything here)."""
+    name = build_image("service", log=lambda _: None)
+    api_port, prefect_port = free_port(), free_port()
+    container = docker_client().containers.run(
+        name, detach=True, network_mode="host",
+        environment={"FLOWFORGE_API_HOST": "127.0.0.1", "FLOWFORGE_API_PORT": str(api_port),
+                     "FLOWFORGE_PREFECT_PORT": str(prefect_port)})
+    try:
+        wait_http(f"http://127.0.0.1:{api_port}/healthz", 180)
+    except TimeoutError:
+        pytest.fail(container.logs(tail=60).decode(errors="replace"))
+    finally:
+        container.remove(force=True)
