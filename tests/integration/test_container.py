@@ -295,11 +295,9 @@ def test_cancel_removes_the_container(dapi: httpx.Client) -> None:
     assert job_containers(run_id) == []
 
 
-def test_killed_workers_container_is_reaped(docker_stack: Stack, tmp_path: Path) -> None:
-    """A worker process SIGKILLed mid-job leaves its container; `flowforge gc` removes it,
-    because Prefect does not know that run as a live one."""
-    run_id = "00000000-0000-4000-8000-00000000dead"
-    script = tmp_path / "worker.py"
+def orphan_container(run_id: str, tmp_path: Path) -> None:
+    """Leave a running job container behind the way a SIGKILLed worker does."""
+    script = tmp_path / f"worker-{run_id}.py"
     script.write_text(textwrap.dedent(f"""
         from flowforge.runtime.container import ContainerExecutor
         from flowforge.runtime.local import ScriptJob
@@ -316,10 +314,27 @@ def test_killed_workers_container_is_reaped(docker_stack: Stack, tmp_path: Path)
         worker.send_signal(signal.SIGKILL)
         worker.wait()
     assert [c.status for c in job_containers(run_id)] == ["running"]  # left behind
+
+
+def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Client,
+                                            tmp_path: Path) -> None:
+    """A worker SIGKILLed mid-job leaves its container; the next run with container jobs
+    removes it, and so does `flowforge gc`, since Prefect knows no live run of that id."""
+    first, second = "00000000-0000-4000-8000-00000000dea1", "00000000-0000-4000-8000-00000000dea2"
+    orphan_container(first, tmp_path)
+    create_workflow(dapi, {"name": "reaps", "jobs": [
+        {"name": "j", "runtime": "bash", "script": "true", "target": {"container": {}}}]})
+    assert run_workflow(dapi, "reaps", timeout=120)["state"] == "COMPLETED"
+    deadline = time.monotonic() + 30
+    while job_containers(first) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert job_containers(first) == []
+
+    orphan_container(second, tmp_path)
     gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
                         env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
     assert gc.returncode == 0, gc.stderr
-    assert job_containers(run_id) == []
+    assert job_containers(second) == []
     assert "1 container(s) removed" in gc.stdout
 
 
