@@ -103,22 +103,25 @@ def image_build(
 @app.command()
 def gc(
     all_containers: Annotated[bool, typer.Option(
-        "--all", help="Remove every FlowForge job container, also of runs still running.")]
+        "--all", help="Remove every FlowForge job container, also of runs still running and "
+        "of other Prefect servers.")]
     = False,
 ) -> None:
     """Remove job containers left behind by runs that are over (e.g. a worker was killed).
 
-    A container goes when Prefect (PREFECT_API_URL / FLOWFORGE_PREFECT_API_URL) says its run is
-    in a final state or does not know the run; when Prefect cannot be asked, it stays.
+    A container of a run of this Prefect (PREFECT_API_URL / FLOWFORGE_PREFECT_API_URL) goes when
+    Prefect says the run is in a final state or does not know it; when Prefect cannot be asked,
+    it stays. Containers of other Prefect servers' runs are left alone (unless --all).
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flowforge.runtime.container import prefect_run_finished, reap
 
-    settings = settings_from_options()
+    url = settings_from_options().prefect_url()
     try:
-        with temporary_settings(updates={PREFECT_API_URL: settings.prefect_url()}):
-            removed = reap((lambda _: True) if all_containers else prefect_run_finished)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            removed = (reap(lambda _: True) if all_containers
+                       else reap(prefect_run_finished, scope=url))
     except Exception as exc:  # the Docker SDK's own errors: the engine is not reachable
         typer.echo(f"gc failed: cannot reach the Docker engine: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -396,7 +396,7 @@ def reap_containers(api_url: str, console: Console, quiet: bool = False) -> None
 
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            removed = reap(prefect_run_finished)
+            removed = reap(prefect_run_finished, scope=api_url)
     except Exception as exc:  # no engine here is not an error for `up`
         if not quiet:
             console.print(f"Container reaper skipped: {_e(str(exc))}")

@@ -38,6 +38,9 @@ from flowforge.spec import ContainerTarget
 LABEL_WORKFLOW: Final = "flowforge.workflow"
 LABEL_RUN: Final = "flowforge.run-id"
 LABEL_JOB: Final = "flowforge.job"
+#: The Prefect API the creating run reported to: a reaper only judges runs of its own Prefect,
+#: so two FlowForge installations sharing one engine never remove each other's containers.
+LABEL_PREFECT: Final = "flowforge.prefect-api"
 MOUNT: Final = "/job"
 TMPFS: Final = "rw,nosuid,nodev,size=64m"
 
@@ -142,7 +145,8 @@ class ContainerExecutor(LocalExecutor):
             "environment": env,
             "labels": {LABEL_WORKFLOW: str(event.get("workflow", "")),
                        LABEL_RUN: str(event.get("run_id", "")),
-                       LABEL_JOB: job.name},
+                       LABEL_JOB: job.name,
+                       LABEL_PREFECT: prefect_api_url()},
             "user": o.user,
             "working_dir": o.workdir or MOUNT,
             "network_mode": o.network,
@@ -239,23 +243,32 @@ def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], log: LogFn, tail:
 # -- leftovers ----------------------------------------------------------------------------------
 
 
-def leftovers(client: Any = None) -> list[Any]:
-    """Every FlowForge job container on the engine, running or not."""
+def prefect_api_url() -> str:
+    """The Prefect API this process reports to ("" when none is configured)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "")
+
+
+def leftovers(client: Any = None, scope: str | None = None) -> list[Any]:
+    """FlowForge job containers on the engine, running or not; with `scope`, only those
+    created by runs of that Prefect API."""
     client = client or docker_client()
-    return list(client.containers.list(all=True, filters={"label": LABEL_RUN}))
+    labels = [LABEL_RUN] if scope is None else [LABEL_RUN, f"{LABEL_PREFECT}={scope}"]
+    return list(client.containers.list(all=True, filters={"label": labels}))
 
 
-def reap(is_finished: Callable[[str], bool], client: Any = None,
-         keep: Iterable[str] = ()) -> list[str]:
+def reap(is_finished: Callable[[str], bool], client: Any = None, keep: Iterable[str] = (),
+         scope: str | None = None) -> list[str]:
     """Remove the job containers of runs that are over; returns their names.
 
     `is_finished(run_id)` decides (True also for runs Prefect does not know); run ids in
-    `keep` are never touched (the calling run's own).
+    `keep` are never touched (the calling run's own); `scope` as for `leftovers`.
     """
     keep_ids = set(keep)
     removed = []
     verdicts: dict[str, bool] = {}
-    for container in leftovers(client):
+    for container in leftovers(client, scope):
         run_id = container.labels.get(LABEL_RUN, "")
         if run_id in keep_ids:
             continue
@@ -295,7 +308,7 @@ def reap_in_background(keep: str) -> threading.Thread:
     """Start a reaper that does not hold up the flow run starting it; errors are ignored."""
     def go() -> None:
         with contextlib.suppress(Exception):
-            reap(prefect_run_finished, keep=[keep])
+            reap(prefect_run_finished, keep=[keep], scope=prefect_api_url())
 
     thread = threading.Thread(target=go, name="flowforge-container-reaper", daemon=True)
     thread.start()
@@ -304,12 +317,14 @@ def reap_in_background(keep: str) -> threading.Thread:
 
 __all__ = [
     "LABEL_JOB",
+    "LABEL_PREFECT",
     "LABEL_RUN",
     "LABEL_WORKFLOW",
     "MOUNT",
     "ContainerExecutor",
     "docker_client",
     "leftovers",
+    "prefect_api_url",
     "prefect_run_finished",
     "reap",
     "reap_in_background",

@@ -295,7 +295,7 @@ def test_cancel_removes_the_container(dapi: httpx.Client) -> None:
     assert job_containers(run_id) == []
 
 
-def orphan_container(run_id: str, tmp_path: Path) -> None:
+def orphan_container(run_id: str, tmp_path: Path, prefect_url: str) -> None:
     """Leave a running job container behind the way a SIGKILLed worker does."""
     script = tmp_path / f"worker-{run_id}.py"
     script.write_text(textwrap.dedent(f"""
@@ -307,7 +307,8 @@ def orphan_container(run_id: str, tmp_path: Path) -> None:
                       event={{"workflow": "w", "run_id": "{run_id}"}}),
             lambda stream, line: None)
     """))
-    worker = subprocess.Popen([sys.executable, str(script)], env=os.environ.copy())
+    worker = subprocess.Popen([sys.executable, str(script)],
+                              env={**os.environ, "PREFECT_API_URL": prefect_url})
     try:
         wait_for_container(run_id)
     finally:
@@ -321,7 +322,7 @@ def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Cli
     """A worker SIGKILLed mid-job leaves its container; the next run with container jobs
     removes it, and so does `flowforge gc`, since Prefect knows no live run of that id."""
     first, second = "00000000-0000-4000-8000-00000000dea1", "00000000-0000-4000-8000-00000000dea2"
-    orphan_container(first, tmp_path)
+    orphan_container(first, tmp_path, docker_stack.prefect_url)
     create_workflow(dapi, {"name": "reaps", "jobs": [
         {"name": "j", "runtime": "bash", "script": "true", "target": {"container": {}}}]})
     assert run_workflow(dapi, "reaps", timeout=120)["state"] == "COMPLETED"
@@ -330,12 +331,21 @@ def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Cli
         time.sleep(0.3)
     assert job_containers(first) == []
 
-    orphan_container(second, tmp_path)
+    orphan_container(second, tmp_path, docker_stack.prefect_url)
     gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
                         env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
     assert gc.returncode == 0, gc.stderr
     assert job_containers(second) == []
     assert "1 container(s) removed" in gc.stdout
+
+    # Another Prefect's containers are not this gc's to judge.
+    orphan_container(first, tmp_path, "http://127.0.0.1:9/api")
+    gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
+                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+    assert "0 container(s) removed" in gc.stdout and len(job_containers(first)) == 1
+    gc = subprocess.run([str(BIN / "flowforge"), "gc", "--all"], capture_output=True, text=True,
+                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+    assert gc.returncode == 0 and job_containers(first) == []
 
 
 def test_a_whole_workflow_on_the_docker_pool(dapi: httpx.Client) -> None:
