@@ -10,6 +10,7 @@ that `pip wheel` built on this host (pip's own configuration, indexes and cache 
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -158,6 +159,10 @@ def build_image(target: str = "runner", base: str | None = None, tag: str | None
         except docker.errors.ImageNotFound as exc:
             raise ImageBuildError(f"base image {base!r} is not in the Docker engine "
                                   "(no registry is used: build or load it first)") from exc
+    try:
+        previous = client.images.get(tag).id
+    except docker.errors.ImageNotFound:
+        previous = None
     with tempfile.TemporaryDirectory(prefix="flowforge-build-") as tmp:
         context = Path(tmp)
         shutil.copyfile(source_root() / "Dockerfile", context / "Dockerfile")
@@ -178,8 +183,12 @@ def build_image(target: str = "runner", base: str | None = None, tag: str | None
         for chunk in output:
             if "stream" in chunk and chunk["stream"].strip():
                 log(chunk["stream"].rstrip())
-    # The install stage (wheels and all) is left untagged by every build; only it goes.
+    # The install stage (wheels and all) is left untagged by every build, and so is the image
+    # this build replaced; both go (the old one only if no container still uses it).
     client.images.prune(filters={"dangling": True, "label": "flowforge.stage=install"})
+    if previous is not None and previous != client.images.get(tag).id:
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(previous)
     return tag
 
 

@@ -385,6 +385,18 @@ def docker_pool_defaults(settings: Settings) -> dict[str, Any]:
     }
 
 
+def check_runner_image(image: str, console: Console) -> None:
+    """Warn now, not at the first docker-pool run, when the pool's image is missing (it is
+    never pulled)."""
+    from flowforge.runtime.container import docker_client
+
+    try:
+        docker_client().images.get(image)
+    except Exception as exc:
+        console.print(f"[yellow]Warning:[/] image {_e(image)} is not available ({_e(str(exc))}); "
+                      "build it with `flowforge image build` before running on the docker pool")
+
+
 def reap_containers(api_url: str, console: Console, quiet: bool = False) -> None:
     """Remove job containers left by runs that are over (a worker killed mid-job).
 
@@ -627,6 +639,7 @@ def _start_and_block(settings: Settings, api_app: str, console: Console, signals
         except Exception as exc:
             raise SupervisorError(f"could not create work pool {pool!r}: {exc}") from exc
         console.print(f"Work pool {_e(repr(pool))} (docker) " + ("created" if created else "exists"))
+        check_runner_image(docker_pool_defaults(settings)["image"], console)
     reap_containers(api_url, console, quiet=not docker)
 
     # 3. worker(s), 4. API (the API starts while the workers register)

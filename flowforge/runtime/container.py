@@ -188,7 +188,7 @@ class ContainerExecutor(LocalExecutor):
             status = container.wait(timeout=timeout)
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             timed_out = True
-        except docker.errors.NotFound:  # removed under us: the run is being cancelled
+        except docker.errors.DockerException:  # removed under us: the run is being cancelled
             pass
         if timed_out:
             with contextlib.suppress(docker.errors.DockerException):
