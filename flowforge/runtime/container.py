@@ -167,8 +167,8 @@ class ContainerExecutor(LocalExecutor):
             options["nano_cpus"] = int(o.cpus * 1e9)
         return options
 
-    def _supervise_container(self, container: Any, job: ScriptJob, timeout: float | None, log: LogFn,
-                   job_dir: Path, started: float) -> ScriptResult:
+    def _supervise_container(self, container: Any, job: ScriptJob, timeout: float | None,
+                             log: LogFn, job_dir: Path, started: float) -> ScriptResult:
         import docker
         import requests
 

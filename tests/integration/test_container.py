@@ -205,7 +205,9 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Itera
 
 @pytest.fixture
 def dapi(docker_stack: Stack) -> Iterator[httpx.Client]:
-    with docker_stack.client() as client:
+    # A longer timeout than the shared client's: a workflow POST deploys to Prefect, which
+    # took over 60 s on this two-core machine while other test suites ran beside ours.
+    with httpx.Client(base_url=docker_stack.api_url, timeout=180) as client:
         yield client
 
 
