@@ -100,14 +100,6 @@ class JobError(FlowForgeError):
     status = 500
 
 
-class DockerUnavailableError(FlowForgeError):
-    """The Docker engine (DOCKER_HOST) cannot be reached, or refused a request outright."""
-
-    code = "docker_unavailable"
-    status = 503
-    retryable = True
-
-
 class ImageBuildError(FlowForgeError):
     """`flowforge image build` failed: debootstrap, pip wheel or docker build said why."""
 
@@ -118,7 +110,6 @@ class ImageBuildError(FlowForgeError):
 __all__ = [
     "BadSignatureError",
     "ConflictError",
-    "DockerUnavailableError",
     "FlowForgeError",
     "ImageBuildError",
     "InputError",
