@@ -7,6 +7,7 @@ worker, cancel, the reaper, and a whole workflow on the docker work pool.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -20,11 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 
 from flowforge.image import build_image
 from flowforge.runtime.container import LABEL_RUN, ContainerExecutor, docker_client, leftovers
 from flowforge.runtime.local import ScriptJob, ScriptResult
 from flowforge.spec import ContainerTarget
+from flowforge.supervisor import reap_containers
 from tests.conftest import (
     BIN,
     Stack,
@@ -322,7 +325,8 @@ def orphan_container(run_id: str, tmp_path: Path, prefect_url: str) -> None:
 def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Client,
                                             tmp_path: Path) -> None:
     """A worker SIGKILLed mid-job leaves its container; the next run with container jobs
-    removes it, and so does `flowforge gc`, since Prefect knows no live run of that id."""
+    removes it, and so do `flowforge gc` and `flowforge up`'s reaper, since Prefect knows no
+    live run of that id."""
     first, second = "00000000-0000-4000-8000-00000000dea1", "00000000-0000-4000-8000-00000000dea2"
     orphan_container(first, tmp_path, docker_stack.prefect_url)
     create_workflow(dapi, {"name": "reaps", "jobs": [
@@ -339,6 +343,11 @@ def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Cli
     assert gc.returncode == 0, gc.stderr
     assert job_containers(second) == []
     assert "1 container(s) removed" in gc.stdout
+
+    # What `flowforge up` runs before it starts the workers.
+    orphan_container(second, tmp_path, docker_stack.prefect_url)
+    reap_containers(docker_stack.prefect_url, Console(file=io.StringIO()))
+    assert job_containers(second) == []
 
     # Another Prefect's containers are not this gc's to judge.
     orphan_container(first, tmp_path, "http://127.0.0.1:9/api")
