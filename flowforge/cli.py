@@ -53,6 +53,10 @@ def up(
     api_app: Annotated[str, typer.Option(
         envvar="FLOWFORGE_API_APP", hidden=True,
         help="ASGI app the API child serves (module:attribute).")] = "api.main:app",
+    docker: Annotated[bool, typer.Option(
+        "--docker", help="Also create the docker work pool (FLOWFORGE_DOCKER_WORK_POOL, default "
+        "flowforge-docker) and start a docker worker for it; needs a Docker engine (DOCKER_HOST) "
+        "and the runner image (`flowforge image build`).")] = False,
 ) -> None:
     """Start the Prefect server, a process worker and the API; Ctrl-C stops them all.
 
@@ -64,8 +68,66 @@ def up(
 
     settings = settings_from_options(home=home, api_host=api_host, api_port=api_port,
                                      prefect_port=prefect_port)
-    code = run_up(settings, api_app=api_app)
+    code = run_up(settings, api_app=api_app, docker=docker)
     raise typer.Exit(code)
+
+
+image_app = typer.Typer(help="FlowForge's Docker images, built locally (no registry).",
+                        no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build(
+    base: Annotated[str | None, typer.Option(
+        help="Build FROM this image (already in the engine; needs python3 3.11, bash, node) "
+             "instead of a debootstrap Debian.")] = None,
+    service: Annotated[bool, typer.Option(
+        "--service", help="Build the FlowForge service image (flowforge:<version>) instead of "
+        "the runner (flowforge-runner:<version>).")] = False,
+    tag: Annotated[str | None, typer.Option(help="Image name:tag to build.")] = None,
+) -> None:
+    """Build the runner image for container jobs and the docker pool (or the service image)."""
+    from flowforge.errors import ImageBuildError
+    from flowforge.image import build_image
+
+    try:
+        name = build_image("service" if service else "runner", base=base, tag=tag,
+                           log=lambda line: typer.echo(line, err=True))
+    except ImageBuildError as exc:
+        typer.echo(f"image build failed: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(name)
+
+
+@app.command()
+def gc(
+    all_containers: Annotated[bool, typer.Option(
+        "--all", help="Remove every FlowForge job container, also of runs still running and "
+        "of other Prefect servers.")]
+    = False,
+) -> None:
+    """Remove job containers left behind by runs that are over (e.g. a worker was killed).
+
+    A container of a run of this Prefect (PREFECT_API_URL / FLOWFORGE_PREFECT_API_URL) goes when
+    Prefect says the run is in a final state or does not know it; when Prefect cannot be asked,
+    it stays. Containers of other Prefect servers' runs are left alone (unless --all).
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flowforge.runtime.container import prefect_run_finished, reap
+
+    url = settings_from_options().prefect_url()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            removed = (reap(lambda _: True) if all_containers
+                       else reap(prefect_run_finished, scope=url))
+    except Exception as exc:  # the Docker SDK's own errors: the engine is not reachable
+        typer.echo(f"gc failed: cannot reach the Docker engine: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for name in removed:
+        typer.echo(f"removed {name}")
+    typer.echo(f"{len(removed)} container(s) removed")
 
 
 def compile_files(files: list[Path], out: Path, check: bool, work_pool: str,

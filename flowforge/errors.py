@@ -100,10 +100,18 @@ class JobError(FlowForgeError):
     status = 500
 
 
+class ImageBuildError(FlowForgeError):
+    """`flowforge image build` failed: debootstrap, pip wheel or docker build said why."""
+
+    code = "image_build_failed"
+    status = 500
+
+
 __all__ = [
     "BadSignatureError",
     "ConflictError",
     "FlowForgeError",
+    "ImageBuildError",
     "InputError",
     "InvalidRequestError",
     "JobError",

@@ -74,11 +74,13 @@ def parameter_schema(compiled: CompiledFlow, path: Path) -> dict[str, Any]:
     return schema
 
 
-async def ensure_work_pool(client: PrefectClient, name: str, pool_type: str = "process") -> bool:
+async def ensure_work_pool(client: PrefectClient, name: str, pool_type: str = "process",
+                           defaults: dict[str, Any] | None = None) -> bool:
     """Create work pool `name` with its worker type's default job template unless it exists.
 
     Part of converging: a Prefect server that was wiped or replaced has no pool, and a
-    deployment on a missing pool is refused. Returns True when it created the pool.
+    deployment on a missing pool is refused. `defaults` overrides the template's job-variable
+    defaults (e.g. a docker pool's image). Returns True when it created the pool.
     """
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists
@@ -93,6 +95,13 @@ async def ensure_work_pool(client: PrefectClient, name: str, pool_type: str = "p
         from prefect.workers.process import ProcessWorker
 
         template = ProcessWorker.get_default_base_job_template()
+    elif pool_type == "docker":
+        # Without the worker's own template the pool refuses custom images (PREFECT-NOTES 8).
+        from prefect_docker.worker import DockerWorker
+
+        template = DockerWorker.get_default_base_job_template()
+    for key, value in (defaults or {}).items():
+        template["variables"]["properties"][key]["default"] = value
     try:
         await client.create_work_pool(
             WorkPoolCreate(name=name, type=pool_type, base_job_template=template))
@@ -109,8 +118,11 @@ async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
     schema = parameter_schema(compiled, path)
     pull_steps = [{"prefect.deployments.steps.set_working_directory": {
         "directory": str(target.project_dir)}}]
+    work_pool = wf.settings.work_pool or target.work_pool
     async with prefect_client(target) as client:
         await ensure_work_pool(client, target.work_pool)
+        if work_pool != target.work_pool:
+            await _require_work_pool(client, work_pool)
         try:
             existing = await client.read_deployment_by_name(deployment_name(wf.name))
         except ObjectNotFound:
@@ -119,7 +131,7 @@ async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
             flow_id = await client.create_flow_from_name(wf.name)
             deployment_id = await client.create_deployment(
                 flow_id=flow_id, name=wf.name, version=compiled.spec_hash,
-                description=wf.description, work_pool_name=target.work_pool,
+                description=wf.description, work_pool_name=work_pool,
                 entrypoint=compiled.entrypoint, path=str(target.project_dir),
                 pull_steps=pull_steps, parameter_openapi_schema=schema,
                 enforce_parameter_schema=True, tags=["flowforge"],
@@ -128,13 +140,24 @@ async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
             deployment_id = existing.id
             await client.update_deployment(deployment_id, DeploymentUpdate(
                 version=compiled.spec_hash, description=wf.description,
-                work_pool_name=target.work_pool, entrypoint=compiled.entrypoint,
+                work_pool_name=work_pool, entrypoint=compiled.entrypoint,
                 path=str(target.project_dir), pull_steps=pull_steps,
                 parameter_openapi_schema=schema, enforce_parameter_schema=True,
                 tags=["flowforge"], paused=False))
         plan = await trigger_sync.diff(client, wf, deployment_id)
         await trigger_sync.apply(client, deployment_id, plan)
     return deployment_id
+
+
+async def _require_work_pool(client: PrefectClient, name: str) -> None:
+    """A workflow's own pool is not created here (its type and template are the operator's
+    choice, e.g. `flowforge up --docker`); until it exists the sync stays pending and retries."""
+    try:
+        await client.read_work_pool(name)
+    except ObjectNotFound:
+        raise PrefectUnavailableError(
+            f"work pool '{name}' does not exist in Prefect (`flowforge up --docker` creates "
+            "the docker pool)") from None
 
 
 async def drift(wf: Workflow, target: DeployTarget) -> list[str]:
@@ -209,7 +232,7 @@ def write_prefect_yaml(project_dir: Path, work_pool: str, pull_dir: str | None =
             "entrypoint": compiled.entrypoint,
             "version": compiled.spec_hash,
             "tags": ["flowforge"],
-            "work_pool": {"name": work_pool},
+            "work_pool": {"name": wf.settings.work_pool or work_pool},
         }
         if wf.description:
             entry["description"] = wf.description

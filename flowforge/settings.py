@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     prefect_database_url: str | None = None
     project_dir: Path | None = None
     work_pool: str = "flowforge-process"
+    # `flowforge up --docker`: the docker work pool it creates and serves, and the image its
+    # flow runs use (default: the runner image, flowforge-runner:<version>).
+    docker_work_pool: str = "flowforge-docker"
+    runner_image: str | None = None
     worker_query_seconds: float = 1.0
     # How often the API retries the Prefect sync of workflows marked out of sync.
     sync_interval: float = 15.0

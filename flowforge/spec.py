@@ -13,6 +13,7 @@ import hashlib
 import json
 import keyword
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -78,9 +79,62 @@ class LocalTarget(_Model):
     pass
 
 
+MEMORY_RE = re.compile(r"^[1-9][0-9]*[bkmg]?$", re.IGNORECASE)
+
+
+class ContainerTarget(_Model):
+    """A fresh Docker container per job (flowforge/runtime/container.py runs it).
+
+    Every default hardens: no network, read-only root, a non-root user, memory and pids
+    limits. `network: host` must also be allowed by the workflow (`settings.allow_host_network`),
+    so one job cannot quietly give itself the network.
+    """
+
+    image: str | None = None  # None: the runner image, flowforge-runner:<version>
+    memory: str = "512m"
+    cpus: Annotated[float | None, Field(gt=0, le=256)] = None
+    pids_limit: Annotated[int, Field(ge=8, le=1_000_000)] = 256
+    network: Literal["none", "host"] = "none"
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None  # None: the job directory
+    user: str = "65534:65534"
+    read_only: bool = True
+    timeout: Annotated[float | None, Field(gt=0, le=7 * 86400)] = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not MEMORY_RE.match(value):
+            raise ValueError(f"memory {value!r} must be a size like 128m, 2g or 1048576")
+        if memory_bytes(value) < 6 * 1024 * 1024:
+            raise ValueError(f"memory {value!r} is below Docker's minimum of 6m")
+        return value.lower()
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"workdir {value!r} must be an absolute path")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$", value):
+            raise ValueError(f"user {value!r} must be NAME, UID or UID:GID")
+        return value
+
+
+def memory_bytes(size: str) -> int:
+    """Docker's size notation (`128m`) in bytes."""
+    units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    unit = size[-1].lower()
+    return int(size[:-1]) * units[unit] if unit in units else int(size)
+
+
 class Target(_Model):
     local: LocalTarget | None = None
-    container: dict[str, Any] | None = None
+    container: ContainerTarget | None = None
     ssh: dict[str, Any] | None = None
 
 
@@ -146,6 +200,8 @@ class Settings(_Model):
     fail_fast: bool = False
     execution: Literal["dag", "sequential"] | None = None
     work_pool: str | None = None
+    # Whether container jobs may use `network: host` (the host's network, incl. 127.0.0.1).
+    allow_host_network: bool = False
 
 
 class Workflow(_Model):
@@ -302,15 +358,27 @@ def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[
     for field in ("for_each", "max_parallel"):
         if getattr(job, field) is not None:
             bad(field, f"'{field}' is not supported in this release")
-    if job.target is not None and (job.target.container is not None or job.target.ssh is not None):
-        bad("target", "container and ssh targets are not supported in this release "
-            "(supported: local)")
+    if job.target is not None and job.target.ssh is not None:
+        bad("target", "ssh targets are not supported in this release (supported: local, container)")
+    container = job.target.container if job.target is not None else None
+    if container is not None:
+        if job.type != "script":
+            bad("target.container", f"a container target runs script jobs, not '{job.type}' jobs")
+        if container.network == "host" and not wf.settings.allow_host_network:
+            bad("target.container.network", "network 'host' needs the workflow setting "
+                "allow_host_network: true")
+        for key in container.env:
+            _check_env_name(key, f"target.container.env.{key}", bad)
     for key in job.env:
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            bad(f"env.{key}", f"env name '{key}' is not a valid variable name")
-        elif key.startswith(("FLOWFORGE_", "PREFECT_")):
-            bad(f"env.{key}", f"env name '{key}' is reserved")
+        _check_env_name(key, f"env.{key}", bad)
     return out
+
+
+def _check_env_name(key: str, field: str, bad: Callable[[str, str], None]) -> None:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        bad(field, f"env name '{key}' is not a valid variable name")
+    elif key.startswith(("FLOWFORGE_", "PREFECT_")):
+        bad(field, f"env name '{key}' is reserved")
 
 
 def _template_fields(wf: Workflow) -> list[tuple[str, str | None, str]]:
@@ -416,6 +484,7 @@ def spec_hash(wf: Workflow) -> str:
 
 
 __all__ = [
+    "ContainerTarget",
     "InputSpec",
     "Job",
     "Need",
@@ -426,6 +495,7 @@ __all__ = [
     "check_graph",
     "effective_needs",
     "load_workflow",
+    "memory_bytes",
     "parse_document",
     "resolve_inputs",
     "spec_hash",

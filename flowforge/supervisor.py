@@ -307,7 +307,8 @@ def _wait_child_http(child: Child, url: str, timeout: float, check: Callable[[],
 # --------------------------------------------------------------------------- work pool, worker
 
 
-def ensure_work_pool(api_url: str, name: str, pool_type: str = "process") -> bool:
+def ensure_work_pool(api_url: str, name: str, pool_type: str = "process",
+                     defaults: dict[str, Any] | None = None) -> bool:
     """Create work pool `name` unless it exists (see `prefect_sync.ensure_work_pool`)."""
     from pathlib import Path as _Path
 
@@ -317,7 +318,7 @@ def ensure_work_pool(api_url: str, name: str, pool_type: str = "process") -> boo
     async def go() -> bool:
         target = DeployTarget(api_url=api_url, project_dir=_Path("."), work_pool=name)
         async with prefect_client(target) as client:
-            return await _ensure(client, name, pool_type)
+            return await _ensure(client, name, pool_type, defaults)
 
     created: bool = _run_async(go())
     return created
@@ -332,18 +333,22 @@ def worker_env(settings: Settings, api_url: str, prefect_home: Path | None) -> d
     return env
 
 
-def start_worker(settings: Settings, api_url: str, prefect_home: Path | None = None) -> Child:
-    """Start `prefect worker start --pool <work_pool> --type process` in settings.project.
+def start_worker(settings: Settings, api_url: str, prefect_home: Path | None = None,
+                 pool_type: str = "process") -> Child:
+    """Start `prefect worker start --pool <pool> --type <pool_type>` in settings.project.
 
+    The pool is `work_pool` for process workers, `docker_work_pool` for the docker worker.
     `prefect_home` is None when using an external Prefect server (keep the user's profile).
     """
     settings.project.mkdir(parents=True, exist_ok=True)
+    pool, name = ((settings.work_pool, "worker") if pool_type == "process"
+                  else (settings.docker_work_pool, f"{pool_type}-worker"))
     child = Child(
-        name="worker",
+        name=name,
         argv=[sys.executable, "-m", "prefect", "worker", "start",
-              "--pool", settings.work_pool, "--type", "process"],
+              "--pool", pool, "--type", pool_type],
         env=worker_env(settings, api_url, prefect_home),
-        log_path=settings.home / "logs" / "worker.log",
+        log_path=settings.home / "logs" / f"{name}.log",
         cwd=settings.project,
     )
     child.start()
@@ -373,6 +378,57 @@ def wait_worker_online(api_url: str, pool: str, timeout: float = WORKER_ONLINE_T
             if time.monotonic() - start > timeout:
                 raise SupervisorError(f"no worker came online in pool {pool!r} within {timeout:.0f}s")
             time.sleep(0.25)
+
+
+def docker_pool_defaults(settings: Settings) -> dict[str, Any]:
+    """Job-variable defaults of the docker pool: the runner image, which has FlowForge and
+    Prefect, with the project directory (generated flows) mounted read-only at its own path,
+    so the deployments' pull step finds it; host networking, the only way here to reach a
+    Prefect API on 127.0.0.1 (PREFECT-NOTES 9); never pull (no registry); a writable
+    PREFECT_HOME instead of the worker's own (PREFECT-NOTES 10)."""
+    from flowforge.image import runner_image_name
+
+    project = str(settings.project)
+    return {
+        "image": settings.runner_image or runner_image_name(),
+        "image_pull_policy": "Never",
+        "network_mode": "host",
+        "volumes": [f"{project}:{project}:ro"],
+        "env": {"PREFECT_HOME": "/tmp/prefect"},
+        "auto_remove": True,
+    }
+
+
+def check_runner_image(image: str, console: Console) -> None:
+    """Warn now, not at the first docker-pool run, when the pool's image is missing (it is
+    never pulled)."""
+    from flowforge.runtime.container import docker_client
+
+    try:
+        docker_client().images.get(image)
+    except Exception as exc:
+        console.print(f"[yellow]Warning:[/] image {_e(image)} is not available ({_e(str(exc))}); "
+                      "build it with `flowforge image build` before running on the docker pool")
+
+
+def reap_containers(api_url: str, console: Console, quiet: bool = False) -> None:
+    """Remove job containers left by runs that are over (a worker killed mid-job).
+
+    `quiet`: say nothing when there is no Docker engine (a process-only set-up needs none).
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flowforge.runtime.container import prefect_run_finished, reap
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            removed = reap(prefect_run_finished, scope=api_url)
+    except Exception as exc:  # no engine here is not an error for `up`
+        if not quiet:
+            console.print(f"Container reaper skipped: {_e(str(exc))}")
+        return
+    if removed:
+        console.print(f"Removed {len(removed)} leftover job container(s): {_e(', '.join(removed))}")
 
 
 # --------------------------------------------------------------------------- API
@@ -493,7 +549,7 @@ def _handle_signals(state: _Signals) -> Iterator[None]:
 
 
 def run_up(settings: Settings, *, api_app: str = DEFAULT_API_APP, console: Console | None = None,
-           err_console: Console | None = None) -> int:
+           err_console: Console | None = None, docker: bool = False) -> int:
     """Start everything, block until SIGINT/SIGTERM/SIGHUP or a child dies, stop all children.
 
     Returns the exit code: 0 after a requested stop, 1 when start-up failed or a child died.
@@ -507,7 +563,7 @@ def run_up(settings: Settings, *, api_app: str = DEFAULT_API_APP, console: Conso
     code = 1
     with _handle_signals(signals):
         try:
-            code = _start_and_block(settings, api_app, console, signals, pids, children)
+            code = _start_and_block(settings, api_app, console, signals, pids, children, docker)
         except StopRequested:
             console.print(f"[yellow]{signals.name} received during start-up; stopping.[/]")
             code = 0
@@ -529,7 +585,7 @@ def run_up(settings: Settings, *, api_app: str = DEFAULT_API_APP, console: Conso
 
 
 def _start_and_block(settings: Settings, api_app: str, console: Console, signals: _Signals,
-                     pids: PidFile, children: list[Child]) -> int:
+                     pids: PidFile, children: list[Child], docker: bool = False) -> int:
     t0 = time.monotonic()
     external = external_prefect_url(settings)
     api_local = f"http://{_local_host(settings.api_host)}:{settings.api_port}"
@@ -590,10 +646,21 @@ def _start_and_block(settings: Settings, api_app: str, console: Console, signals
     except Exception as exc:
         raise SupervisorError(f"could not create work pool {settings.work_pool!r}: {exc}") from exc
     console.print(f"Work pool {_e(repr(settings.work_pool))} " + ("created" if created else "exists"))
+    if docker:
+        pool = settings.docker_work_pool
+        try:
+            created = ensure_work_pool(api_url, pool, "docker", docker_pool_defaults(settings))
+        except Exception as exc:
+            raise SupervisorError(f"could not create work pool {pool!r}: {exc}") from exc
+        console.print(f"Work pool {_e(repr(pool))} (docker) " + ("created" if created else "exists"))
+        check_runner_image(docker_pool_defaults(settings)["image"], console)
+    reap_containers(api_url, console, quiet=not docker)
 
-    # 3. worker, 4. API (the API starts while the worker registers)
+    # 3. worker(s), 4. API (the API starts while the workers register)
     guard()
     started(start_worker(settings, api_url, prefect_home))
+    if docker:
+        started(start_worker(settings, api_url, prefect_home, pool_type="docker"))
     guard()
     api = start_api(settings, api_url, prefect_home, app=api_app)
     started(api)
@@ -607,6 +674,8 @@ def _start_and_block(settings: Settings, api_app: str, console: Console, signals
         raise SupervisorError(f"the API is not healthy: {exc}\nlast lines of {api.log_path}:\n"
                               f"{api.log_tail()}") from exc
     wait_worker_online(api_url, settings.work_pool, check=guard)
+    if docker:
+        wait_worker_online(api_url, settings.docker_work_pool, check=guard)
     pids.state = "running"
     pids.write()
     elapsed = time.monotonic() - t0
@@ -637,10 +706,12 @@ __all__ = [
     "SupervisorError",
     "api_env",
     "check_port_free",
+    "docker_pool_defaults",
     "ensure_work_pool",
     "external_prefect_url",
     "port_in_use",
     "prefect_server_env",
+    "reap_containers",
     "run_up",
     "start_api",
     "start_prefect_server",

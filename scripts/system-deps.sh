@@ -3,6 +3,9 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres under /usr/lib/postgresql/*/bin),
 #     from Debian's `postgresql` package; the tests start their own private servers.
 #   - Node.js (`nodejs`) when there is no `node` on PATH.
+#   - Docker (`docker.io`: dockerd, containerd, runc) and `debootstrap`, for the container
+#     target, the docker work pool and the runner image (built from a debootstrap root
+#     filesystem, no registry). No daemon is started here: the tests start their own dockerd.
 # Idempotent: when everything is present it installs nothing and runs no apt-get update.
 # It never starts a service: the install neither creates nor starts Debian's "main"
 # cluster, and any postmaster the install did start anyway is stopped by its PID.
@@ -51,6 +54,8 @@ stop_pid() {
 packages=()
 [ -n "$(pg_bindir)" ] || packages+=(postgresql)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
 
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
@@ -108,6 +113,8 @@ done
 missing=()
 [ -n "$(pg_bindir)" ] || missing+=("PostgreSQL initdb/pg_ctl/postgres under /usr/lib/postgresql/*/bin")
 command -v node >/dev/null 2>&1 || missing+=(node)
+command -v dockerd >/dev/null 2>&1 || missing+=(dockerd)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "still missing after install: ${missing[*]}"
   exit 1

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.fixtures.docker import docker_host, runner_image  # noqa: F401 - fixture re-export
 from tests.fixtures.postgres import postgres_server, postgres_url  # noqa: F401 - fixture re-export
 
 BIN = Path(sys.executable).parent
@@ -82,21 +83,15 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with start_stack(tmp_path_factory.mktemp("ffhome")) as started:
-        yield started
-
-
 @contextlib.contextmanager
-def start_stack(home: Path, **env: str) -> Iterator[Stack]:
-    """`flowforge up` in `home` on free ports (extra `env` for it), stopped by PID at the end."""
+def start_stack(home: Path, *args: str, **env: str) -> Iterator[Stack]:
+    """`flowforge up --home HOME [args]` on free ports with extra `env`; stopped by PID on exit."""
     api_port, prefect_port = free_port(), free_port()
     log = home / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(BIN / "flowforge"), "up", "--home", str(home), "--api-port", str(api_port),
-             "--prefect-port", str(prefect_port)],
+             "--prefect-port", str(prefect_port), *args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS="0.5", FLOWFORGE_SYNC_INTERVAL="2",
                            **env),
@@ -108,6 +103,12 @@ def start_stack(home: Path, **env: str) -> Iterator[Stack]:
         yield Stack(home, api_url, f"http://127.0.0.1:{prefect_port}/api", process)
     finally:
         stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("ffhome")) as started:
+        yield started
 
 
 @pytest.fixture

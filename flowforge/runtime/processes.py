@@ -5,6 +5,7 @@ cancelled flow run's SIGTERM from reaching the job directly, and lets us kill th
 everything it spawned as one group. The price is that nothing kills those groups for us: when
 the flow run ends (finished, crashed, or cancelled by the worker, which Prefect turns into an
 exception so `atexit` still runs) `kill_all` does, and `WorkflowRun` calls it on cancellation.
+Executors whose jobs are not local processes (containers) hook in with `on_kill_all`.
 """
 
 from __future__ import annotations
@@ -16,21 +17,35 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 _lock = threading.Lock()
 _live: dict[int, subprocess.Popen[Any]] = {}
+_hooks: list[Callable[[], None]] = []
 _installed = False
+
+
+def _install() -> None:
+    global _installed
+    if not _installed:  # called with _lock held
+        atexit.register(kill_all)
+        _installed = True
 
 
 def register(popen: subprocess.Popen[Any]) -> None:
     """Track a process started with `start_new_session=True` (its pid is its group id)."""
-    global _installed
     with _lock:
         _live[popen.pid] = popen
-        if not _installed:
-            atexit.register(kill_all)
-            _installed = True
+        _install()
+
+
+def on_kill_all(hook: Callable[[], None]) -> None:
+    """Also call `hook` whenever every job is killed (run cancelled, flow-run process exits)."""
+    with _lock:
+        if hook not in _hooks:
+            _hooks.append(hook)
+        _install()
 
 
 def unregister(popen: subprocess.Popen[Any]) -> None:
@@ -99,6 +114,9 @@ def kill_all(grace: float = 2.0) -> None:
     with _lock:
         popens = list(_live.values())
         _live.clear()
+        hooks = list(_hooks)
+    for hook in hooks:
+        hook()
     groups = [p.pid for p in popens if signal_group(p.pid, signal.SIGTERM)]
     deadline = time.monotonic() + grace
     while groups and time.monotonic() < deadline:
@@ -115,6 +133,7 @@ __all__ = [
     "group_alive",
     "kill_all",
     "live",
+    "on_kill_all",
     "register",
     "signal_group",
     "terminate_group",

@@ -82,6 +82,11 @@ class WorkflowRun:
         run = cls(spec, str(ctx.flow_run.id), inputs, enrich(trigger))
         with _RUNS_LOCK:
             _RUNS[run.flow_run_id] = run
+        if any(j.target is not None and j.target.container is not None for j in spec.jobs):
+            # A worker killed mid-job leaves its containers behind; the next run cleans up.
+            from flowforge.runtime.container import reap_in_background
+
+            reap_in_background(keep=run.flow_run_id)
         run.publisher.start()
         return run
 
@@ -208,6 +213,12 @@ class WorkflowRun:
                     upstream: dict[str, dict[str, Any]], attempt: int) -> tuple[Any, bool | None]:
         from flowforge.runtime.local import LocalExecutor, ScriptJob
 
+        if job.target is not None and job.target.container is not None:
+            from flowforge.runtime.container import ContainerExecutor
+
+            run_script = ContainerExecutor(job.target.container).run
+        else:
+            run_script = LocalExecutor().run
         logger = get_run_logger()
 
         def log(stream: str, line: str) -> None:
@@ -218,7 +229,7 @@ class WorkflowRun:
                 logger.info("%s", line)
 
         assert job.runtime is not None and job.script is not None  # guaranteed by the spec
-        result = LocalExecutor().run(
+        result = run_script(
             ScriptJob(
                 name=job.name,
                 runtime=job.runtime,

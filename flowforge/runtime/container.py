@@ -1,0 +1,332 @@
+"""The container executor: a script job in a fresh, hardened Docker container (Docker SDK).
+
+The job speaks the same `workdir` protocol as locally: its directory is prepared on the host
+and bind-mounted at `/job`, the only host path the container sees, and the helpers inside it
+work unchanged. Everything else defaults to locked down: no network, read-only root with a
+tmpfs `/tmp`, every capability dropped, `no-new-privileges`, a non-root user, memory and pids
+limits, and an environment of only the job's own variables plus the helper ones (nothing of
+the flow run's `PREFECT_*` / `FLOWFORGE_*` settings). Each container carries the labels
+`flowforge.workflow`, `flowforge.run-id` and `flowforge.job`, which is what the reaper (and
+`flowforge gc`) look for when a worker died before it could remove its containers.
+
+Docker SDK calls block; they run in the job's task thread, which has nothing else to do,
+and output is read by one more thread so the Prefect log gets lines as they come.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from flowforge.runtime import processes, workdir
+from flowforge.runtime.local import (
+    DRAIN_SECONDS,
+    STDERR_TAIL_LINES,
+    LocalExecutor,
+    LogFn,
+    ScriptJob,
+    ScriptResult,
+    _Lines,
+)
+from flowforge.spec import ContainerTarget
+
+LABEL_WORKFLOW: Final = "flowforge.workflow"
+LABEL_RUN: Final = "flowforge.run-id"
+LABEL_JOB: Final = "flowforge.job"
+#: The Prefect API the creating run reported to: a reaper only judges runs of its own Prefect,
+#: so two FlowForge installations sharing one engine never remove each other's containers.
+LABEL_PREFECT: Final = "flowforge.prefect-api"
+MOUNT: Final = "/job"
+TMPFS: Final = "rw,nosuid,nodev,size=64m"
+
+_client_lock = threading.Lock()
+_client: Any = None
+_live_lock = threading.Lock()
+_live: dict[str, Any] = {}  # container id -> Container, for stop_all()
+
+
+def docker_client() -> Any:
+    """One Docker client per process (DOCKER_HOST, like the docker CLI); thread-safe to share."""
+    global _client
+    import docker
+
+    with _client_lock:
+        if _client is None:
+            _client = docker.from_env(version="auto", timeout=120)
+        return _client
+
+
+def stop_all() -> None:
+    """Remove every container this process still runs (the run was cancelled, or we exit)."""
+    with _live_lock:
+        containers = list(_live.values())
+        _live.clear()
+    threads = [threading.Thread(target=_remove, args=(c,), daemon=True) for c in containers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+
+
+def _remove(container: Any) -> None:
+    import docker
+
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        container.remove(force=True)
+
+
+class ContainerExecutor(LocalExecutor):
+    """Runs script jobs in containers. Holds no run state, so one may serve many threads.
+
+    The job directory's life (made, kept or removed) is the local executor's; what runs in it
+    differs.
+    """
+
+    def __init__(self, options: ContainerTarget, *, kill_grace: float = 3.0,
+                 keep_dirs: bool = False, client: Any = None) -> None:
+        # base_env: a container inherits nothing from this process, only the target's env.
+        super().__init__(keep_dirs=keep_dirs, kill_grace=kill_grace, base_env=options.env)
+        self.options = options
+        self._client = client
+
+    @property
+    def image(self) -> str:
+        from flowforge.image import runner_image_name
+
+        return self.options.image or runner_image_name()
+
+    def _run_in(self, parent: Path, job: ScriptJob, log: LogFn, started: float) -> ScriptResult:
+        import docker
+
+        def failed(error: str) -> ScriptResult:
+            return ScriptResult(exit_code=None, error=error, duration=time.monotonic() - started)
+
+        # The container's user must write output.json into the job directory, so that is
+        # open to all; its 0700 parent (the local executor's temp dir) keeps other users out.
+        job_dir = parent / "job"
+        timeouts = [t for t in (job.timeout, self.options.timeout) if t is not None]
+        timeout = min(timeouts) if timeouts else None
+        try:
+            job_dir.mkdir()
+            job_dir.chmod(0o777)
+            script = workdir.prepare(job_dir, input=job.input, variables=job.variables,
+                                     event=job.event, script=job.script, runtime=job.runtime)
+            env = {**self._environment(job, Path(MOUNT)), "HOME": "/tmp"}
+        except (OSError, ValueError) as exc:
+            return failed(str(exc))
+        argv = workdir.command_for(job.runtime, f"{MOUNT}/{script.name}", python="python3")
+        try:
+            client = self._client or docker_client()
+            container = client.containers.create(self.image, argv, **self._create_options(job, env, job_dir))
+        except docker.errors.ImageNotFound:
+            return failed(f"image '{self.image}' is not in the Docker engine "
+                          "(`flowforge image build` builds the runner image; nothing is pulled)")
+        except docker.errors.DockerException as exc:
+            return failed(f"could not create the container: {exc}")
+        with _live_lock:
+            _live[container.id] = container
+        processes.on_kill_all(stop_all)
+        try:
+            return self._supervise_container(container, job, timeout, log, job_dir, started)
+        finally:
+            with _live_lock:
+                _live.pop(container.id, None)
+            _remove(container)
+
+    def _create_options(self, job: ScriptJob, env: dict[str, str], job_dir: Path) -> dict[str, Any]:
+        o = self.options
+        event = job.event
+        options: dict[str, Any] = {
+            "environment": env,
+            "labels": {LABEL_WORKFLOW: str(event.get("workflow", "")),
+                       LABEL_RUN: str(event.get("run_id", "")),
+                       LABEL_JOB: job.name,
+                       LABEL_PREFECT: prefect_api_url()},
+            "user": o.user,
+            "working_dir": o.workdir or MOUNT,
+            "network_mode": o.network,
+            "read_only": o.read_only,
+            "tmpfs": {"/tmp": TMPFS},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": o.memory,
+            "memswap_limit": o.memory,  # no swap: the limit is the limit
+            "pids_limit": o.pids_limit,
+            "volumes": {str(job_dir): {"bind": MOUNT, "mode": "rw"}},
+            # tini as PID 1: SIGTERM on stop reaches the script, and orphans are reaped.
+            "init": True,
+            "stdin_open": False,
+            "tty": False,
+        }
+        if o.cpus is not None:
+            options["nano_cpus"] = int(o.cpus * 1e9)
+        return options
+
+    def _supervise_container(self, container: Any, job: ScriptJob, timeout: float | None,
+                             log: LogFn, job_dir: Path, started: float) -> ScriptResult:
+        import docker
+        import requests
+
+        tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        try:
+            stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
+            container.start()
+        except docker.errors.DockerException as exc:
+            return ScriptResult(exit_code=None, error=f"could not start the container: {exc}",
+                                duration=time.monotonic() - started)
+        reader = threading.Thread(target=_pump, args=(stream, log, tail), daemon=True,
+                                  name=f"flowforge-logs-{job.name}")
+        reader.start()
+        timed_out = False
+        status: dict[str, Any] = {}
+        try:
+            status = container.wait(timeout=timeout)
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+        except docker.errors.DockerException:  # removed under us: the run is being cancelled
+            pass
+        if timed_out:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.stop(timeout=int(self.kill_grace))
+        reader.join(DRAIN_SECONDS)
+        state: dict[str, Any] = {}
+        with contextlib.suppress(docker.errors.DockerException):
+            container.reload()
+            state = container.attrs.get("State", {})
+        code = state.get("ExitCode", status.get("StatusCode"))
+        artifacts = workdir.collect(job_dir)
+        if timed_out:
+            error: str | None = f"timed out after {timeout:g}s"
+        elif state.get("OOMKilled"):
+            error = f"killed: out of memory (limit {self.options.memory})"
+        elif not state:
+            error = "the container was removed before the job finished"
+        else:
+            error = LocalExecutor._error(code, False, timeout, tail, artifacts.error)
+        return ScriptResult(
+            exit_code=code,
+            output=artifacts.output,
+            condition=artifacts.condition,
+            variables_set=artifacts.variables_set,
+            progress=artifacts.progress,
+            error=error,
+            timed_out=timed_out,
+            duration=time.monotonic() - started,
+        )
+
+
+def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], log: LogFn, tail: deque[str]) -> None:
+    """Hand the container's output to `log` line by line until the stream ends."""
+    lines = {"stdout": _Lines("stdout"), "stderr": _Lines("stderr")}
+
+    def emit(name: str, new: list[str]) -> None:
+        for line in new:
+            if name == "stderr":
+                tail.append(line)
+            log(name, line)
+
+    with contextlib.suppress(Exception):  # a broken stream only ends the live log
+        for out, err in stream:
+            if out:
+                emit("stdout", lines["stdout"].feed(out))
+            if err:
+                emit("stderr", lines["stderr"].feed(err))
+    for name, splitter in lines.items():
+        emit(name, splitter.flush())
+
+
+# -- leftovers ----------------------------------------------------------------------------------
+
+
+def prefect_api_url() -> str:
+    """The Prefect API this process reports to ("" when none is configured)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "")
+
+
+def leftovers(client: Any = None, scope: str | None = None) -> list[Any]:
+    """FlowForge job containers on the engine, running or not; with `scope`, only those
+    created by runs of that Prefect API."""
+    client = client or docker_client()
+    labels = [LABEL_RUN] if scope is None else [LABEL_RUN, f"{LABEL_PREFECT}={scope}"]
+    return list(client.containers.list(all=True, filters={"label": labels}))
+
+
+def reap(is_finished: Callable[[str], bool], client: Any = None, keep: Iterable[str] = (),
+         scope: str | None = None) -> list[str]:
+    """Remove the job containers of runs that are over; returns their names.
+
+    `is_finished(run_id)` decides (True also for runs Prefect does not know); run ids in
+    `keep` are never touched (the calling run's own); `scope` as for `leftovers`.
+    """
+    keep_ids = set(keep)
+    removed = []
+    verdicts: dict[str, bool] = {}
+    for container in leftovers(client, scope):
+        run_id = container.labels.get(LABEL_RUN, "")
+        if run_id in keep_ids:
+            continue
+        if run_id not in verdicts:
+            verdicts[run_id] = is_finished(run_id)
+        if verdicts[run_id]:
+            _remove(container)
+            removed.append(container.name)
+    return removed
+
+
+def prefect_run_finished(run_id: str) -> bool:
+    """Whether Prefect says the flow run is over (or never heard of it); the reaper's test.
+
+    Any other error counts as not finished: a container is only removed when we are sure.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        flow_run_id = UUID(run_id)
+    except ValueError:
+        return True
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+    except ObjectNotFound:
+        return True
+    except Exception:
+        return False
+    return run.state is None or run.state.is_final()
+
+
+def reap_in_background(keep: str) -> threading.Thread:
+    """Start a reaper that does not hold up the flow run starting it; errors are ignored."""
+    def go() -> None:
+        with contextlib.suppress(Exception):
+            reap(prefect_run_finished, keep=[keep], scope=prefect_api_url())
+
+    thread = threading.Thread(target=go, name="flowforge-container-reaper", daemon=True)
+    thread.start()
+    return thread
+
+
+__all__ = [
+    "LABEL_JOB",
+    "LABEL_PREFECT",
+    "LABEL_RUN",
+    "LABEL_WORKFLOW",
+    "MOUNT",
+    "ContainerExecutor",
+    "docker_client",
+    "leftovers",
+    "prefect_api_url",
+    "prefect_run_finished",
+    "reap",
+    "reap_in_background",
+    "stop_all",
+]

@@ -1,0 +1,400 @@
+"""Container execution (issue 4) with the real Docker engine and the runner image.
+
+The executor tests call `ContainerExecutor` directly (fast, precise about the container);
+the rest go through a real `flowforge up --docker` stack: container jobs on the process
+worker, cancel, the reaper, and a whole workflow on the docker work pool.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from flowforge.image import build_image
+from flowforge.runtime.container import LABEL_RUN, ContainerExecutor, docker_client, leftovers
+from flowforge.runtime.local import ScriptJob, ScriptResult
+from flowforge.spec import ContainerTarget
+from flowforge.supervisor import reap_containers
+from tests.conftest import (
+    BIN,
+    Stack,
+    _child_env,
+    create_workflow,
+    free_port,
+    jobs_by_name,
+    run_workflow,
+    start_stack,
+    wait_http,
+    wait_run,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+
+def run_job(runtime: str, script: str, log: list[tuple[str, str]] | None = None,
+            **options: Any) -> ScriptResult:
+    timeout = options.pop("job_timeout", None)
+    lines = log if log is not None else []
+    job = ScriptJob(name="t", runtime=runtime, script=textwrap.dedent(script),  # type: ignore[arg-type]
+                    input={"inputs": {"n": 2}, "params": {}, "jobs": {}, "item": None,
+                           "trigger": {"type": "manual"}},
+                    event={"workflow": "wf-test", "job": "t", "run_id": "direct-test"},
+                    variables={"greeting": "hello"}, timeout=timeout)
+    return ContainerExecutor(ContainerTarget(**options)).run(
+        job, lambda stream, line: lines.append((stream, line)))
+
+
+def job_containers(run_id: str | None = None) -> list[Any]:
+    found = leftovers()
+    return [c for c in found if run_id is None or c.labels.get(LABEL_RUN) == run_id]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def engine(docker_host: str, runner_image: str) -> str:
+    return runner_image
+
+
+# --- the executor, directly ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("runtime", "script"), [
+    ("python", """
+        import flowforge_helpers as ff
+        n = ff.input()["inputs"]["n"]
+        print("python sees", n, ff.get_variable("greeting"))
+        ff.set_variable("seen", n)
+        ff.output({"double": n * 2})
+        ff.set_condition(True)
+    """),
+    ("bash", """
+        source "$FLOWFORGE_HELPERS/flowforge.sh"
+        n=$(ff_input | python3 -c 'import json,sys; print(json.load(sys.stdin)["inputs"]["n"])')
+        echo "bash sees $n $(ff_get_variable greeting)"
+        ff_set_variable seen "$n"
+        ff_output "{\\"double\\": $((n * 2))}"
+        ff_set_condition true
+    """),
+    ("node", """
+        const ff = require("flowforge");
+        const n = ff.input().inputs.n;
+        console.log("node sees", n, ff.get_variable("greeting"));
+        ff.set_variable("seen", n);
+        ff.output({double: n * 2});
+        ff.set_condition(true);
+    """),
+])
+def test_helpers_work_in_a_container(runtime: str, script: str) -> None:
+    log: list[tuple[str, str]] = []
+    result = run_job(runtime, script, log)
+    assert result.error is None, (result, log)
+    assert result.output == {"double": 4}
+    assert result.condition is True
+    assert result.variables_set == {"seen": 2}
+    assert any(stream == "stdout" and line.startswith(f"{runtime} sees 2 ") and "hello" in line
+               for stream, line in log), log
+    assert job_containers("direct-test") == []
+
+
+def test_isolation_facts_from_inside(tmp_path: Path) -> None:
+    marker = tmp_path / "host-secret.txt"
+    marker.write_text("host only")
+    os.environ["PREFECT_API_KEY"] = "pk-must-not-leak"  # as a worker would have
+    try:
+        result = run_job("python", f"""
+            import json, os, socket
+            import flowforge_helpers as ff
+            facts = {{"uid": os.getuid()}}
+            try:
+                socket.create_connection(("127.0.0.1", 22), timeout=2)
+                facts["net"] = "connected"
+            except OSError as exc:
+                facts["net"] = type(exc).__name__
+            facts["ifaces"] = sorted(os.listdir("/sys/class/net"))
+            try:
+                open("/evil", "w").write("x")
+                facts["root_write"] = "ok"
+            except OSError as exc:
+                facts["root_write"] = exc.strerror
+            open("/tmp/scratch", "w").write("tmp is writable")
+            facts["env"] = sorted(k for k in os.environ if k.startswith(("PREFECT_", "FLOWFORGE_")))
+            facts["host_file"] = os.path.exists({str(marker)!r}) or os.path.exists("/work")
+            status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+            facts["cap_eff"] = status["CapEff"].strip()
+            facts["no_new_privs"] = status["NoNewPrivs"].strip()
+            mounts = [l.split()[1] for l in open("/proc/self/mounts")]
+            facts["job_mount"] = "/job" in mounts
+            ff.output(facts)
+        """)
+    finally:
+        del os.environ["PREFECT_API_KEY"]
+    assert result.error is None, result
+    facts = result.output
+    assert facts["uid"] == 65534
+    assert facts["net"] in ("ConnectionRefusedError", "OSError", "TimeoutError")
+    assert facts["ifaces"] == ["lo"]  # network none: no way out
+    assert facts["root_write"] == "Read-only file system"
+    assert facts["env"] == ["FLOWFORGE_HELPERS", "FLOWFORGE_JOB_DIR"]  # the helper paths only
+    assert facts["host_file"] is False
+    assert facts["cap_eff"] == "0000000000000000"
+    assert facts["no_new_privs"] == "1"
+    assert facts["job_mount"] is True
+
+
+def test_out_of_memory_is_a_clear_failure() -> None:
+    result = run_job("python", "x = bytearray(400 * 1024 * 1024)\nprint(len(x))", memory="128m")
+    assert result.error == "killed: out of memory (limit 128m)"
+    assert job_containers("direct-test") == []
+
+
+def test_fork_bomb_is_contained_and_the_worker_unharmed() -> None:
+    started = time.monotonic()
+    log: list[tuple[str, str]] = []
+    result = run_job("bash", ":(){ :|:& };: ; sleep 60", log, pids_limit=64, job_timeout=5)
+    assert result.error == "timed out after 5s"
+    assert time.monotonic() - started < 30
+    assert any("Resource temporarily unavailable" in line for _, line in log)  # pids limit hit
+    assert job_containers("direct-test") == []
+    # This process (standing in for the worker) still forks and runs jobs.
+    assert subprocess.run(["true"], check=False).returncode == 0
+    assert run_job("bash", "echo alive").error is None
+
+
+def test_timeout_stops_and_removes_the_container() -> None:
+    log: list[tuple[str, str]] = []
+    started = time.monotonic()
+    result = run_job("bash", "echo begin; sleep 120", log, timeout=2)
+    assert result.error == "timed out after 2s"
+    assert time.monotonic() - started < 15
+    assert ("stdout", "begin") in log
+    assert job_containers("direct-test") == []
+
+
+def test_output_streams_live() -> None:
+    stamps: list[float] = []
+    log: list[tuple[str, str]] = []
+
+    def record(stream: str, line: str) -> None:
+        stamps.append(time.monotonic())
+        log.append((stream, line))
+
+    job = ScriptJob(name="live", runtime="bash", script="echo one; sleep 2; echo two >&2",
+                    event={"run_id": "direct-test"})
+    result = ContainerExecutor(ContainerTarget()).run(job, record)
+    assert result.error is None and log == [("stdout", "one"), ("stderr", "two")]
+    assert stamps[1] - stamps[0] > 1.5  # "one" arrived while the job still ran
+
+
+# --- the real stack ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def docker_stack(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("ffdocker"), "--docker") as started:
+        yield started
+
+
+@pytest.fixture
+def dapi(docker_stack: Stack) -> Iterator[httpx.Client]:
+    # A longer timeout than the shared client's: a workflow POST deploys to Prefect, which
+    # took over 60 s on this two-core machine while other test suites ran beside ours.
+    with httpx.Client(base_url=docker_stack.api_url, timeout=180) as client:
+        yield client
+
+
+def test_container_jobs_through_the_stack(dapi: httpx.Client) -> None:
+    create_workflow(dapi, """
+name: container-etl
+inputs: {rows: {type: integer, default: 21}}
+jobs:
+  - name: extract
+    runtime: python
+    target: {container: {memory: 128m}}
+    script: |
+      import flowforge_helpers as ff
+      rows = ff.input()["inputs"]["rows"]
+      print(f"extracting {rows} rows")
+      ff.output({"rows": rows})
+      ff.set_condition(rows > 10)
+  - name: transform
+    runtime: bash
+    needs: [{job: extract, on: "true"}]
+    env: {ROWS: "{{ jobs.extract.output.rows }}"}
+    target: {container: {}}
+    script: |
+      source "$FLOWFORGE_HELPERS/flowforge.sh"
+      ff_output "{\\"rows\\": $((ROWS * 2)), \\"user\\": \\"$(id -u)\\"}"
+  - name: hungry
+    runtime: python
+    needs: [extract]
+    continue_on_error: true
+    target: {container: {memory: 64m}}
+    script: |
+      x = bytearray(300 * 1024 * 1024)
+outputs: {rows: "{{ jobs.transform.output.rows }}"}
+""")
+    run = run_workflow(dapi, "container-etl", timeout=180)
+    jobs = jobs_by_name(run)
+    assert run["state"] == "COMPLETED", run
+    assert jobs["extract"]["output"] == {"rows": 21}
+    # transform runs only on extract's `true` condition, set by the helper in the container
+    assert jobs["transform"]["output"] == {"rows": 42, "user": "65534"}
+    assert jobs["hungry"]["state"] == "FAILED"
+    assert jobs["hungry"]["error"] == "killed: out of memory (limit 64m)"
+    assert run["outputs"] == {"rows": 42}
+    deadline = time.monotonic() + 30
+    while True:  # Prefect writes logs in batches
+        logs = dapi.get(f"/runs/{run['id']}/logs").json()
+        if any("extracting 21 rows" in line["message"] for line in logs) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert any(line["job"] == "extract" and "extracting 21 rows" in line["message"] for line in logs)
+    assert job_containers(run["id"]) == []
+
+
+def test_host_network_needs_the_workflow_setting(dapi: httpx.Client) -> None:
+    doc = {"name": "host-net", "jobs": [{"name": "probe", "runtime": "bash", "script": "true",
+                                         "target": {"container": {"network": "host"}}}]}
+    response = dapi.post("/workflows", json=doc)
+    assert response.status_code == 422
+    problem = response.json()["error"]["details"][0]
+    assert problem["job"] == "probe" and problem["field"] == "jobs[0].target.container.network"
+    doc["settings"] = {"allow_host_network": True}
+    doc["jobs"][0]["script"] = "ls /sys/class/net | grep -qv '^lo$'"  # more than lo: the host's
+    create_workflow(dapi, doc)
+    assert run_workflow(dapi, "host-net", timeout=120)["state"] == "COMPLETED"
+
+
+def wait_for_container(run_id: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(c.status == "running" for c in job_containers(run_id)):
+        assert time.monotonic() < deadline, "the job's container never started"
+        time.sleep(0.3)
+
+
+def test_cancel_removes_the_container(dapi: httpx.Client) -> None:
+    create_workflow(dapi, {"name": "container-cancel", "jobs": [
+        {"name": "sleepy", "runtime": "bash", "script": "echo waiting; sleep 300",
+         "target": {"container": {}}}]})
+    response = dapi.post("/workflows/container-cancel/runs", json={"inputs": {}})
+    run_id = response.json()["run_id"]
+    wait_for_container(run_id)
+    assert dapi.post(f"/runs/{run_id}/cancel").status_code == 202
+    run = wait_run(dapi, run_id, timeout=90)
+    assert run["state"] == "CANCELLED"
+    deadline = time.monotonic() + 20
+    while job_containers(run_id) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert job_containers(run_id) == []
+
+
+def orphan_container(run_id: str, tmp_path: Path, prefect_url: str) -> None:
+    """Leave a running job container behind the way a SIGKILLed worker does."""
+    script = tmp_path / f"worker-{run_id}.py"
+    script.write_text(textwrap.dedent(f"""
+        from flowforge.runtime.container import ContainerExecutor
+        from flowforge.runtime.local import ScriptJob
+        from flowforge.spec import ContainerTarget
+        ContainerExecutor(ContainerTarget()).run(
+            ScriptJob(name="orphan", runtime="bash", script="sleep 300",
+                      event={{"workflow": "w", "run_id": "{run_id}"}}),
+            lambda stream, line: None)
+    """))
+    worker = subprocess.Popen([sys.executable, str(script)],
+                              env={**os.environ, "PREFECT_API_URL": prefect_url})
+    try:
+        wait_for_container(run_id)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert [c.status for c in job_containers(run_id)] == ["running"]  # left behind
+
+
+def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Client,
+                                            tmp_path: Path) -> None:
+    """A worker SIGKILLed mid-job leaves its container; the next run with container jobs
+    removes it, and so do `flowforge gc` and `flowforge up`'s reaper, since Prefect knows no
+    live run of that id."""
+    first, second = "00000000-0000-4000-8000-00000000dea1", "00000000-0000-4000-8000-00000000dea2"
+    orphan_container(first, tmp_path, docker_stack.prefect_url)
+    create_workflow(dapi, {"name": "reaps", "jobs": [
+        {"name": "j", "runtime": "bash", "script": "true", "target": {"container": {}}}]})
+    assert run_workflow(dapi, "reaps", timeout=120)["state"] == "COMPLETED"
+    deadline = time.monotonic() + 30
+    while job_containers(first) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert job_containers(first) == []
+
+    orphan_container(second, tmp_path, docker_stack.prefect_url)
+    gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
+                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+    assert gc.returncode == 0, gc.stderr
+    assert job_containers(second) == []
+    assert "1 container(s) removed" in gc.stdout
+
+    # What `flowforge up` runs before it starts the workers.
+    orphan_container(second, tmp_path, docker_stack.prefect_url)
+    reap_containers(docker_stack.prefect_url, Console(file=io.StringIO()))
+    assert job_containers(second) == []
+
+    # Another Prefect's containers are not this gc's to judge.
+    orphan_container(first, tmp_path, "http://127.0.0.1:9/api")
+    gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
+                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+    assert "0 container(s) removed" in gc.stdout and len(job_containers(first)) == 1
+    gc = subprocess.run([str(BIN / "flowforge"), "gc", "--all"], capture_output=True, text=True,
+                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+    assert gc.returncode == 0 and job_containers(first) == []
+
+
+def test_a_whole_workflow_on_the_docker_pool(dapi: httpx.Client) -> None:
+    create_workflow(dapi, {
+        "name": "on-docker-pool",
+        "settings": {"work_pool": "flowforge-docker"},
+        "jobs": [
+            {"name": "where", "runtime": "python", "script": textwrap.dedent("""
+                import os, flowforge_helpers as ff
+                ff.output({"in_container": os.path.exists("/.dockerenv"),
+                           "flowforge": os.path.isdir("/opt/flowforge/lib/flowforge")})
+            """)},
+            {"name": "after", "runtime": "bash", "needs": ["where"],
+             "script": 'source "$FLOWFORGE_HELPERS/flowforge.sh"; ff_output \'{"ok": true}\''},
+        ],
+    })
+    run = run_workflow(dapi, "on-docker-pool", timeout=180)
+    assert run["state"] == "COMPLETED", run
+    jobs = jobs_by_name(run)
+    assert jobs["where"]["output"] == {"in_container": True, "flowforge": True}
+    assert jobs["after"]["output"] == {"ok": True}
+    body = dapi.get("/workflows/on-docker-pool").json()
+    assert json.dumps(body).count("flowforge-docker") >= 1
+
+
+@pytest.mark.slow
+def test_service_image_builds_and_serves(engine: str) -> None:
+    """The repository's Dockerfile builds the service image the same registry-free way, and
+    `flowforge up` inside it answers on 127.0.0.1 (host network, as everything here)."""
+    name = build_image("service", log=lambda _: None)
+    api_port, prefect_port = free_port(), free_port()
+    container = docker_client().containers.run(
+        name, detach=True, network_mode="host",
+        environment={"FLOWFORGE_API_HOST": "127.0.0.1", "FLOWFORGE_API_PORT": str(api_port),
+                     "FLOWFORGE_PREFECT_PORT": str(prefect_port)})
+    try:
+        wait_http(f"http://127.0.0.1:{api_port}/healthz", 180)
+    except TimeoutError:
+        pytest.fail(container.logs(tail=60).decode(errors="replace"))
+    finally:
+        container.remove(force=True)
