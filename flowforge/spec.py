@@ -78,10 +78,38 @@ class LocalTarget(_Model):
     pass
 
 
+SERVER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class SshTarget(_Model):
+    """`{ssh: {servers: [web1, web2]}}` or `{ssh: {tags: [web]}}`: run on every server listed.
+
+    Tags are resolved when the job starts, from the server records in Prefect, so a server
+    added with the tag later is included without re-deploying the workflow.
+    """
+
+    servers: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    allow_partial: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> SshTarget:
+        if not self.servers and not self.tags:
+            raise ValueError("an ssh target needs 'servers' or 'tags' (a non-empty list)")
+        for field, names in (("servers", self.servers), ("tags", self.tags)):
+            bad = [n for n in names if not SERVER_NAME_RE.match(n)]
+            if bad:
+                raise ValueError(f"{field}: '{bad[0]}' is not a valid name (lowercase letters, "
+                                 "digits and '-', at most 63 characters)")
+            if len(set(names)) != len(names):
+                raise ValueError(f"{field}: lists a name more than once")
+        return self
+
+
 class Target(_Model):
     local: LocalTarget | None = None
     container: dict[str, Any] | None = None
-    ssh: dict[str, Any] | None = None
+    ssh: SshTarget | None = None
 
 
 class Job(_Model):
@@ -302,9 +330,14 @@ def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[
     for field in ("for_each", "max_parallel"):
         if getattr(job, field) is not None:
             bad(field, f"'{field}' is not supported in this release")
-    if job.target is not None and (job.target.container is not None or job.target.ssh is not None):
-        bad("target", "container and ssh targets are not supported in this release "
-            "(supported: local)")
+    if job.target is not None and job.target.container is not None:
+        bad("target", "container targets are not supported in this release "
+            "(supported: local, ssh)")
+    if job.target is not None and job.target.ssh is not None:
+        if job.type != "script":
+            bad("target.ssh", f"only script jobs run on ssh servers, not {job.type} jobs")
+        if job.target.local is not None:
+            bad("target", "a target is either local or ssh, not both")
     for key in job.env:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
             bad(f"env.{key}", f"env name '{key}' is not a valid variable name")

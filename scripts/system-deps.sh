@@ -3,6 +3,8 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, postgres under /usr/lib/postgresql/*/bin),
 #     from Debian's `postgresql` package; the tests start their own private servers.
 #   - Node.js (`nodejs`) when there is no `node` on PATH.
+#   - OpenSSH's server binary (/usr/sbin/sshd, Debian's `openssh-server`) and `ssh-keygen`;
+#     the SSH tests start their own private sshd instances on 127.0.0.1 ports.
 # Idempotent: when everything is present it installs nothing and runs no apt-get update.
 # It never starts a service: the install neither creates nor starts Debian's "main"
 # cluster, and any postmaster the install did start anyway is stopped by its PID.
@@ -51,6 +53,7 @@ stop_pid() {
 packages=()
 [ -n "$(pg_bindir)" ] || packages+=(postgresql)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
+[ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-server)
 
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
@@ -108,6 +111,7 @@ done
 missing=()
 [ -n "$(pg_bindir)" ] || missing+=("PostgreSQL initdb/pg_ctl/postgres under /usr/lib/postgresql/*/bin")
 command -v node >/dev/null 2>&1 || missing+=(node)
+[ -x /usr/sbin/sshd ] || missing+=(/usr/sbin/sshd)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "still missing after install: ${missing[*]}"
   exit 1
