@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.fixtures.postgres import postgres_url  # noqa: F401 - fixture re-export
+from tests.fixtures.sshd import ssh_client_key, sshd_factory, sshd_pair  # noqa: F401 - fixtures
 
 BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
