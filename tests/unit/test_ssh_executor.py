@@ -18,7 +18,18 @@ from flowforge.runtime.ssh_connect import connect
 from flowforge.runtime.ssh_servers import Credential, MemoryDirectory, ServerRecord
 from flowforge.settings import Settings
 from flowforge.spec import SshTarget
-from tests.fixtures.sshd import PASSWORD, USER, ClientKey, Sshd, SshdFactory, keygen
+from tests.fixtures.sshd import (
+    PASSWORD,
+    USER,
+    ClientKey,
+    Sshd,
+    SshdFactory,
+    alive,
+    keygen,
+    shared_dir,
+    wait_for_file,
+    wait_gone,
+)
 
 BASH_HELPERS = 'source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
 
@@ -62,39 +73,6 @@ def harness(ssh_client_key: ClientKey) -> Iterator[Harness]:
     h = Harness(ssh_client_key)
     yield h
     h.pool.close()
-
-
-def alive(pid: int) -> bool:
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        assert time.monotonic() < deadline, f"remote process {pid} is still running"
-        time.sleep(0.1)
-
-
-def wait_for_file(path: Path, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and path.read_text().strip()):
-        assert time.monotonic() < deadline, f"{path} never written"
-        time.sleep(0.05)
-    return path.read_text().strip()
-
-
-def shared_dir(tmp_path: Path) -> Path:
-    """A directory the remote (non-root) user can write pid files into."""
-    tmp_path.chmod(0o777)
-    for parent in tmp_path.parents:
-        if parent == Path("/tmp"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o711)
-    return tmp_path
 
 
 def test_two_servers_run_in_parallel_with_outputs_per_server(
