@@ -1,9 +1,10 @@
 """The SSH executor: a script job on one or many servers at once, through asyncssh.
 
 Per server: the job directory is prepared locally with the same `workdir` protocol as a local
-job, uploaded over SFTP into a private `mktemp -d` directory, run, the result files read back,
-and the directory removed. Job values reach the script only as files: the environment travels as
-a NUL-separated file that the bash launcher below exports, so no value is ever shell text.
+job, uploaded over SFTP into a private directory (random name, mode 0700, as `mktemp -d`
+makes), run, the result files read back over SFTP, and the directory removed. Job values
+reach the script only as files: the environment travels as a NUL-separated file that the
+bash launcher below exports, so no value is ever shell text.
 
 One `SshPool` serves a whole flow run: its own event loop in one thread, holding one connection
 per server that every job of the run reuses. Job tasks are sync Prefect tasks on a thread pool;
@@ -21,6 +22,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import secrets
 import shlex
 import tempfile
 import threading
@@ -44,6 +46,9 @@ T = TypeVar("T")
 STDERR_TAIL_LINES: Final = 20
 ENV_FILE: Final = ".env0"
 PID_FILE: Final = ".pid"
+#: Where job directories go on the box; a fixed path, because finding the remote $TMPDIR would
+#: cost one more process per job.
+REMOTE_TMP: Final = "/tmp"
 LAUNCHER: Final = "_launch.sh"
 #: Exports the job's environment from the NUL-separated file (values never pass through the
 #: shell's parser), runs the job, then ends whatever the job left running in its group.
@@ -207,24 +212,29 @@ class _RemoteJob:
         return str(result.stdout or "").strip()
 
     async def run(self) -> ServerOutcome:
-        remote = await self._run("mktemp -d -t flowforge-XXXXXXXXXX")
-        try:
-            with tempfile.TemporaryDirectory(prefix="flowforge-ssh-") as tmp:
-                local = Path(tmp)
-                argv = self._prepare(local, remote)
-                async with self.conn.start_sftp_client() as sftp:
-                    await asyncio.wait_for(
-                        sftp.put([str(p) for p in local.iterdir()], remote, recurse=True),
-                        self.settings.ssh_connect_timeout)
-                exit_code, timed_out = await self._execute(remote, argv)
-                async with self.conn.start_sftp_client() as sftp:
-                    for name in _RESULT_FILES:
-                        with contextlib.suppress(asyncssh.SFTPNoSuchFile):
-                            await sftp.get(f"{remote}/{name}", str(local / name))
-                artifacts = workdir.collect(local)
-        finally:
-            with contextlib.suppress(Exception):  # the box may be gone; nothing else to do then
-                await asyncio.shield(self._run(f"rm -rf -- {shlex.quote(remote)}"))
+        # One SFTP session does all the file work: creating the private directory (a random
+        # name made with mode 0700 and refused if it exists, which is what `mktemp -d` does),
+        # the upload, the read-back and the removal, with the independent transfers in flight
+        # at once. Only the job itself costs a process on the box: round trips and processes
+        # are what a fan-out to many servers pays for.
+        bound = self.settings.ssh_connect_timeout
+        async with self.conn.start_sftp_client() as sftp:
+            remote = f"{REMOTE_TMP}/flowforge-{secrets.token_hex(8)}"
+            await asyncio.wait_for(sftp.mkdir(remote, asyncssh.SFTPAttrs(permissions=0o700)),
+                                   bound)
+            try:
+                with tempfile.TemporaryDirectory(prefix="flowforge-ssh-") as tmp:
+                    local = Path(tmp)
+                    argv = self._prepare(local, remote)
+                    await asyncio.wait_for(_upload(sftp, local, remote), bound)
+                    exit_code, timed_out = await self._execute(remote, argv)
+                    await asyncio.wait_for(asyncio.gather(*(
+                        _fetch(sftp, f"{remote}/{name}", local / name)
+                        for name in _RESULT_FILES)), bound)
+                    artifacts = workdir.collect(local)
+            finally:
+                with contextlib.suppress(Exception):  # the box may be gone; nothing to do then
+                    await asyncio.shield(asyncio.wait_for(sftp.rmtree(remote), bound))
         return ServerOutcome(
             exit_code=exit_code, output=artifacts.output, condition=artifacts.condition,
             variables_set=artifacts.variables_set,
@@ -245,7 +255,7 @@ class _RemoteJob:
 
     async def _execute(self, remote: str, argv: list[str]) -> tuple[int | None, bool]:
         command = f"cd -- {shlex.quote(remote)} && exec {shlex.join(argv)}"
-        process = await self.conn.create_process(command, encoding="utf-8", errors="replace")
+        process = await self.conn.create_process(command, encoding=None)
         process.stdin.write_eof()
         pumps = asyncio.gather(self._pump(process.stdout, "stdout"),
                                self._pump(process.stderr, "stderr"))
@@ -267,16 +277,16 @@ class _RemoteJob:
             await asyncio.wait_for(pumps, 2.0)
         return process.returncode, timed_out
 
-    async def _pump(self, stream: asyncssh.SSHReader[str], name: str) -> None:
+    async def _pump(self, stream: asyncssh.SSHReader[bytes], name: str) -> None:
         async for line in stream:
             if not line:  # the reader's end-of-stream marker, not an empty line ("\n")
                 continue
-            text = line.rstrip("\r\n")
+            text = line.decode("utf-8", errors="replace").rstrip("\r\n")
             if name == "stderr" and not text.startswith("[progress "):
                 self.tail.append(text)
             self.log(name, f"[{self.server}] {text}")
 
-    async def _kill(self, remote: str, process: asyncssh.SSHClientProcess[str]) -> None:
+    async def _kill(self, remote: str, process: asyncssh.SSHClientProcess[bytes]) -> None:
         """SIGTERM the remote group, SIGKILL it after the grace, then drop the channel."""
         pid_file = shlex.quote(f"{remote}/{PID_FILE}")
         for signal, wait in (("TERM", self.settings.ssh_kill_grace), ("KILL", 1.0)):
@@ -298,6 +308,21 @@ class _RemoteJob:
         if code:
             return f"exit code {code}" + (f": {tail}" if tail else "")
         return artifacts_error
+
+
+async def _upload(sftp: asyncssh.SFTPClient, local: Path, remote: str) -> None:
+    """Every file of the prepared job directory, all in flight at once."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    for folder in sorted({p.parent for p in files} - {local}):
+        await sftp.mkdir(f"{remote}/{folder.relative_to(local).as_posix()}")
+    await asyncio.gather(*(sftp.put(str(p), f"{remote}/{p.relative_to(local).as_posix()}")
+                           for p in files))
+
+
+async def _fetch(sftp: asyncssh.SFTPClient, remote: str, local: Path) -> None:
+    """A result file the script may or may not have written."""
+    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
+        await sftp.get(remote, str(local))
 
 
 def asyncssh_signal(number: int) -> str:
