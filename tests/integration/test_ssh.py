@@ -92,6 +92,9 @@ def test_servers_api(api: httpx.Client, sshd_pair: tuple[Sshd, Sshd],
         assert response.status_code == 422, response.text
         assert response.json()["error"]["details"][0]["field"] == field, response.text
     assert api.get("/servers/api-nocred").status_code == 404
+    # The credential's Secret block is neither listed nor writable through /secrets.
+    assert not [s for s in api.get("/secrets").json() if s["name"].startswith("flowforge-ssh-")]
+    assert api.put("/secrets/flowforge-ssh-api-a", json={"value": "x"}).status_code == 422
     for name in ("api-a", "api-pw", "api-badpw", "api-refused", "api-changed", "api-unknown",
                  "api-tofu"):
         assert api.delete(f"/servers/{name}").status_code == 204
