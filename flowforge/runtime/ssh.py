@@ -186,6 +186,8 @@ class SshPool:
             return await _RemoteJob(connection, name, job, log, self.settings).run()
         except SshError as exc:
             return ServerOutcome(error=exc.message)
+        except asyncssh.SFTPError as exc:  # the box refused a file operation (full disk, no /tmp)
+            return ServerOutcome(error=f"server '{name}': file transfer failed: {exc.reason}")
         except (asyncssh.Error, OSError) as exc:
             reason = exc.reason if isinstance(exc, asyncssh.Error) else str(exc)
             return ServerOutcome(error=f"server '{name}': connection lost: {reason}")
