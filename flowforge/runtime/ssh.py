@@ -186,10 +186,12 @@ class SshPool:
             return await _RemoteJob(connection, name, job, log, self.settings).run()
         except SshError as exc:
             return ServerOutcome(error=exc.message)
-        except asyncssh.SFTPError as exc:  # the box refused a file operation (full disk, no /tmp)
-            return ServerOutcome(error=f"server '{name}': file transfer failed: {exc.reason}")
         except (asyncssh.Error, OSError) as exc:
             reason = exc.reason if isinstance(exc, asyncssh.Error) else str(exc)
+            if (isinstance(exc, asyncssh.SFTPError) and not connection.is_closed()
+                    and not isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection)):
+                # the box refused a file operation (full disk, no /tmp): it is still there
+                return ServerOutcome(error=f"server '{name}': file transfer failed: {reason}")
             return ServerOutcome(error=f"server '{name}': connection lost: {reason}")
 
 
