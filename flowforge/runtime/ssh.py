@@ -52,9 +52,11 @@ REMOTE_TMP: Final = "/tmp"
 LAUNCHER: Final = "_launch.sh"
 #: Exports the job's environment from the NUL-separated file (values never pass through the
 #: shell's parser), runs the job, then ends whatever the job left running in its group.
+_JOB_DIR_MARK: Final = "/@FLOWFORGE_JOB_DIR@"
 _LAUNCHER_SOURCE: Final = """\
 echo $$ > .pid
 while IFS= read -r -d '' kv; do export "$kv"; done < .env0
+{helper_exports}
 "$@" </dev/null
 code=$?
 trap '' TERM
@@ -172,18 +174,20 @@ class SshPool:
         return connected.connection, record
 
     async def run_job(self, target: SshTarget, job: ScriptJob, log: LogFn) -> dict[str, ServerOutcome]:
+        bundle = _Bundle.of(job)  # once per job: every server gets the same files
         names = await resolve(self.directory, target.servers, target.tags)
-        outcomes = await asyncio.gather(*(self._run_on(name, job, log) for name in names))
+        outcomes = await asyncio.gather(*(self._run_on(name, job, bundle, log) for name in names))
         return dict(zip(names, outcomes, strict=True))
 
-    async def _run_on(self, name: str, job: ScriptJob, log: LogFn) -> ServerOutcome:
+    async def _run_on(self, name: str, job: ScriptJob, bundle: _Bundle,
+                      log: LogFn) -> ServerOutcome:
         try:
             connection, _ = await self.connection(name)
         except SshError as exc:
             log("stderr", f"[{name}] {exc.message}")
             return ServerOutcome(error=exc.message)
         try:
-            return await _RemoteJob(connection, name, job, log, self.settings).run()
+            return await _RemoteJob(connection, name, job, bundle, log, self.settings).run()
         except SshError as exc:
             return ServerOutcome(error=exc.message)
         except (asyncssh.Error, OSError) as exc:
@@ -195,14 +199,52 @@ class SshPool:
             return ServerOutcome(error=f"server '{name}': connection lost: {reason}")
 
 
+@dataclass(frozen=True)
+class _Bundle:
+    """A job's directory as it goes to every server: relative path -> content, and the argv."""
+
+    files: dict[str, bytes]
+    argv: list[str]
+
+    @classmethod
+    def of(cls, job: ScriptJob) -> _Bundle:
+        """Prepared with the local `workdir` protocol, then held in memory; ValueError for a
+        job value that is not JSON or an invalid env name, before any server is touched."""
+        for key, value in job.env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise ValueError(f"job env: invalid variable {key!r}")
+        with tempfile.TemporaryDirectory(prefix="flowforge-ssh-") as tmp:
+            local = Path(tmp)
+            script = workdir.prepare(local, input=job.input, variables=job.variables,
+                                     event=job.event, script=job.script, runtime=job.runtime)
+            files = {p.relative_to(local).as_posix(): p.read_bytes()
+                     for p in sorted(local.rglob("*")) if p.is_file()}
+        files[ENV_FILE] = b"".join(f"{k}={v}".encode() + b"\0" for k, v in job.env.items())
+        files[LAUNCHER] = _launcher().encode()
+        argv = ["bash", LAUNCHER, *workdir.command_for(job.runtime, script.name, python="python3")]
+        return cls(files, argv)
+
+
+def _launcher() -> str:
+    """The launcher, exporting the helper variables for wherever the directory landed: they go
+    after the job's own env, so a job cannot point the helpers elsewhere."""
+    exports = []
+    for key, value in workdir.helper_env(_JOB_DIR_MARK).items():
+        head, mark, tail = value.partition(_JOB_DIR_MARK)
+        exports.append(f'export {key}="$PWD"{shlex.quote(tail)}' if mark
+                       else f"export {key}={shlex.quote(head)}")
+    return _LAUNCHER_SOURCE.replace("{helper_exports}", "\n".join(exports))
+
+
 class _RemoteJob:
-    """One job on one server, from `mktemp -d` to `rm -rf`."""
+    """One job on one server, from the private directory's creation to its removal."""
 
     def __init__(self, connection: asyncssh.SSHClientConnection, server: str, job: ScriptJob,
-                 log: LogFn, settings: Settings) -> None:
+                 bundle: _Bundle, log: LogFn, settings: Settings) -> None:
         self.conn = connection
         self.server = server
         self.job = job
+        self.bundle = bundle
         self.log = log
         self.settings = settings
         self.tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
@@ -218,44 +260,31 @@ class _RemoteJob:
     async def run(self) -> ServerOutcome:
         # One SFTP session does all the file work: creating the private directory (a random
         # name made with mode 0700 and refused if it exists, which is what `mktemp -d` does),
-        # the upload, the read-back and the removal, with the independent transfers in flight
-        # at once. Only the job itself costs a process on the box: round trips and processes
-        # are what a fan-out to many servers pays for.
+        # writing the files and reading the results (each transfer in flight at once, straight
+        # from and to memory) and removing the tree. Only the job itself costs a process on
+        # the box: round trips and processes are what a fan-out to many servers pays for.
         bound = self.settings.ssh_connect_timeout
         async with self.conn.start_sftp_client() as sftp:
             remote = f"{REMOTE_TMP}/flowforge-{secrets.token_hex(8)}"
             await asyncio.wait_for(sftp.mkdir(remote, asyncssh.SFTPAttrs(permissions=0o700)),
                                    bound)
             try:
-                with tempfile.TemporaryDirectory(prefix="flowforge-ssh-") as tmp:
-                    local = Path(tmp)
-                    argv = self._prepare(local, remote)
-                    await asyncio.wait_for(_upload(sftp, local, remote), bound)
-                    exit_code, timed_out = await self._execute(remote, argv)
-                    await asyncio.wait_for(asyncio.gather(*(
-                        _fetch(sftp, f"{remote}/{name}", local / name)
-                        for name in _RESULT_FILES)), bound)
-                    artifacts = workdir.collect(local)
+                await asyncio.wait_for(_upload(sftp, self.bundle.files, remote), bound)
+                exit_code, timed_out = await self._execute(remote, self.bundle.argv)
+                results = await asyncio.wait_for(asyncio.gather(*(
+                    _read(sftp, f"{remote}/{name}") for name in _RESULT_FILES)), bound)
             finally:
                 with contextlib.suppress(Exception):  # the box may be gone; nothing to do then
                     await asyncio.shield(asyncio.wait_for(sftp.rmtree(remote), bound))
+        with tempfile.TemporaryDirectory(prefix="flowforge-ssh-") as tmp:
+            for name, data in zip(_RESULT_FILES, results, strict=True):
+                if data is not None:
+                    (Path(tmp) / name).write_bytes(data)
+            artifacts = workdir.collect(Path(tmp))
         return ServerOutcome(
             exit_code=exit_code, output=artifacts.output, condition=artifacts.condition,
             variables_set=artifacts.variables_set,
             error=self._error(exit_code, timed_out, artifacts.error))
-
-    def _prepare(self, local: Path, remote: str) -> list[str]:
-        """Fill the local copy of the job directory; returns the argv to run (relative paths)."""
-        job = self.job
-        script = workdir.prepare(local, input=job.input, variables=job.variables, event=job.event,
-                                 script=job.script, runtime=job.runtime)
-        env = {**job.env, **workdir.helper_env(remote)}
-        for key, value in env.items():
-            if not key or "=" in key or "\0" in key or "\0" in value:
-                raise ValueError(f"job env: invalid variable {key!r}")
-        (local / ENV_FILE).write_bytes(b"".join(f"{k}={v}".encode() + b"\0" for k, v in env.items()))
-        (local / LAUNCHER).write_text(_LAUNCHER_SOURCE)
-        return ["bash", LAUNCHER, *workdir.command_for(job.runtime, script.name, python="python3")]
 
     async def _execute(self, remote: str, argv: list[str]) -> tuple[int | None, bool]:
         command = f"cd -- {shlex.quote(remote)} && exec {shlex.join(argv)}"
@@ -314,19 +343,26 @@ class _RemoteJob:
         return artifacts_error
 
 
-async def _upload(sftp: asyncssh.SFTPClient, local: Path, remote: str) -> None:
-    """Every file of the prepared job directory, all in flight at once."""
-    files = sorted(p for p in local.rglob("*") if p.is_file())
-    for folder in sorted({p.parent for p in files} - {local}):
-        await sftp.mkdir(f"{remote}/{folder.relative_to(local).as_posix()}")
-    await asyncio.gather(*(sftp.put(str(p), f"{remote}/{p.relative_to(local).as_posix()}")
-                           for p in files))
+async def _upload(sftp: asyncssh.SFTPClient, files: dict[str, bytes], remote: str) -> None:
+    folders = sorted({path.rsplit("/", 1)[0] for path in files if "/" in path})
+    for folder in folders:
+        await sftp.mkdir(f"{remote}/{folder}")
+
+    async def write(path: str, data: bytes) -> None:
+        async with sftp.open(f"{remote}/{path}", "wb") as remote_file:
+            await remote_file.write(data)
+
+    await asyncio.gather(*(write(path, data) for path, data in files.items()))
 
 
-async def _fetch(sftp: asyncssh.SFTPClient, remote: str, local: Path) -> None:
+async def _read(sftp: asyncssh.SFTPClient, path: str) -> bytes | None:
     """A result file the script may or may not have written."""
-    with contextlib.suppress(asyncssh.SFTPNoSuchFile):
-        await sftp.get(remote, str(local))
+    try:
+        async with sftp.open(path, "rb") as remote_file:
+            data: bytes = await remote_file.read()
+            return data
+    except asyncssh.SFTPNoSuchFile:
+        return None
 
 
 def asyncssh_signal(number: int) -> str:

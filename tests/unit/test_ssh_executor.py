@@ -335,15 +335,3 @@ async def test_connect_reports_refused_and_timeout(ssh_client_key: ClientKey) ->
         with pytest.raises(SshError) as info:
             await connect(silent, Credential(private_key=ssh_client_key.private), timeout=0.5)
     assert info.value.reason == "timeout" and "timed out after 0.5s" in info.value.message
-
-
-def test_ssh_runtime_modules_do_not_import_api_or_database() -> None:
-    import subprocess
-    import sys
-
-    code = ("import sys, flowforge.runtime.ssh, flowforge.runtime.ssh_connect, "
-            "flowforge.runtime.ssh_servers; "
-            "bad = [m for m in ('api', 'fastapi', 'sqlmodel', 'sqlalchemy.ext.asyncio') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout + out.stderr
