@@ -8,6 +8,7 @@ each size N measures, with a fresh `SshPool` each time so connecting is part of 
 opens one connection per server):
 
 * fan-out: one `SshExecutor.run` on N servers (what a job with `servers: [N names]` does);
+* warm: the same, as the second job of a run (connections already open);
 * serial: N single-server runs one after another (the old design).
 
 The job is a bash script that sources the helpers, sleeps `--work` seconds and writes an output,
@@ -18,6 +19,7 @@ median of `--reps` per cell and the ratios; the goal is fan-out(16) within 1.5x 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -34,16 +36,21 @@ from flowforge.spec import SshTarget
 from tests.fixtures.sshd import USER, Sshd, ensure_user, keygen, start_sshd
 
 
-def run_once(directory: MemoryDirectory, names: list[str], job: ScriptJob) -> float:
+def run_once(directory: MemoryDirectory, names: list[str], job: ScriptJob,
+             warm: bool = False) -> float:
+    """One job on `names` with a new pool; `warm` times a second job on the same pool, whose
+    connections are open already (every job of a run after the first)."""
     pool = SshPool(directory, Settings(ssh_connect_timeout=30))
+    executor = SshExecutor(pool, SshTarget(servers=names))
     try:
-        started = time.perf_counter()
-        result = SshExecutor(pool, SshTarget(servers=names)).run(job, lambda s, line: None)
-        elapsed = time.perf_counter() - started
+        for _ in range(2 if warm else 1):
+            started = time.perf_counter()
+            result = executor.run(job, lambda s, line: None)
+            elapsed = time.perf_counter() - started
+            if result.error is not None:
+                raise RuntimeError(result.error)
     finally:
         pool.close()
-    if result.error is not None:
-        raise RuntimeError(result.error)
     return elapsed
 
 
@@ -76,16 +83,19 @@ def main() -> None:
         for n in sizes:
             names = [f"s{i}" for i in range(n)]
             fan = statistics.median(run_once(directory, names, job) for _ in range(args.reps))
+            warm = statistics.median(run_once(directory, names, job, warm=True)
+                                     for _ in range(args.reps))
             serial = statistics.median(sum(run_once(directory, [name], job) for name in names)
                                        for _ in range(args.reps))
-            rows.append((n, fan, serial))
-        one = rows[0][1]
-        print(f"job: sleep {args.work:g}s on each server; median of {args.reps}; "
-              "fresh connections every time")
-        print(f"{'servers':>8} {'fan-out s':>10} {'serial s':>9} {'fan/fan(1)':>11} "
-              f"{'serial/fan':>11}")
-        for n, fan, serial in rows:
-            print(f"{n:>8} {fan:>10.2f} {serial:>9.2f} {fan / one:>11.2f} {serial / fan:>11.2f}")
+            rows.append((n, fan, warm, serial))
+        one, one_warm = rows[0][1], rows[0][2]
+        print(f"job: sleep {args.work:g}s on each server; median of {args.reps}; load average "
+              f"{os.getloadavg()[0]:.1f} at the end")
+        print(f"{'servers':>8} {'fan-out s':>10} {'warm s':>7} {'serial s':>9} "
+              f"{'fan/fan(1)':>11} {'warm/warm(1)':>13} {'serial/fan':>11}")
+        for n, fan, warm, serial in rows:
+            print(f"{n:>8} {fan:>10.2f} {warm:>7.2f} {serial:>9.2f} {fan / one:>11.2f} "
+                  f"{warm / one_warm:>13.2f} {serial / fan:>11.2f}")
     finally:
         for server in servers:
             server.stop()
