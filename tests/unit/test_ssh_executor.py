@@ -122,6 +122,31 @@ def test_helpers_over_ssh_input_output_condition_variables(
     assert harness.outputs(result)["web1"]["params"] == {"p": "q"} and result.condition is False
 
 
+def test_node_helpers_over_ssh(harness: Harness, sshd_pair: tuple[Sshd, Sshd]) -> None:
+    harness.add("web1", sshd_pair[0])
+    script = ('const ff = require("flowforge");\n'
+              'ff.output({n: ff.input().inputs.n + 1, job: ff.event().job});\n')
+    result = harness.run(["web1"], script, runtime="node",
+                         input={"inputs": {"n": 1}, "params": {}, "jobs": {}},
+                         event={"job": "job"})
+    assert result.error is None, result
+    assert harness.outputs(result)["web1"] == {"n": 2, "job": "job"}
+
+
+def test_combine_ors_conditions_and_merges_variables() -> None:
+    from flowforge.runtime.ssh import ServerOutcome, combine
+
+    outcomes = {"a": ServerOutcome(exit_code=0, condition=False, variables_set={"k": 1}),
+                "b": ServerOutcome(exit_code=0, condition=True, variables_set={"k": 2, "j": 3}),
+                "c": ServerOutcome(exit_code=0)}
+    result = combine(outcomes, allow_partial=False)
+    assert result.error is None and result.condition is True
+    assert result.variables_set == {"k": 2, "j": 3}
+    assert combine({"a": ServerOutcome(exit_code=0)}, False).condition is None
+    down = {"a": ServerOutcome(error="x"), "b": ServerOutcome(error="y")}
+    assert combine(down, allow_partial=True).error == "failed on 2 of 2 servers: a: x; b: y"
+
+
 def test_env_values_are_data_never_shell_text(harness: Harness, sshd_pair: tuple[Sshd, Sshd],
                                               tmp_path: Path) -> None:
     harness.add("web1", sshd_pair[0])
