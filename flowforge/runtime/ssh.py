@@ -50,9 +50,11 @@ PID_FILE: Final = ".pid"
 #: cost one more process per job.
 REMOTE_TMP: Final = "/tmp"
 LAUNCHER: Final = "_launch.sh"
-#: Exports the job's environment from the NUL-separated file (values never pass through the
-#: shell's parser), runs the job, then ends whatever the job left running in its group.
+#: Stands for the job directory in the helper variables; the launcher puts "$PWD" there.
 _JOB_DIR_MARK: Final = "/@FLOWFORGE_JOB_DIR@"
+#: Records its PID (its process group, for kills), exports the job's environment from the
+#: NUL-separated file (values never pass through the shell's parser) and the helper variables,
+#: runs the job, then ends whatever the job left running in its group.
 _LAUNCHER_SOURCE: Final = """\
 echo $$ > .pid
 while IFS= read -r -d '' kv; do export "$kv"; done < .env0
