@@ -20,6 +20,7 @@ from api.db import make_engine, migrate, sessionmaker
 from api.deliveries import Dispatcher
 from api.routes import events, health, hooks, runs, sync, triggers, workflows
 from api.routes import secrets as secrets_routes
+from api.routes import servers as servers_routes
 from api.routes import variables as variables_routes
 from flowforge import __version__
 from flowforge.prefect_sync import DeployTarget
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (health.router, workflows.router, runs.router, sync.router,
                    triggers.router, hooks.router, events.router,
-                   variables_routes.router, secrets_routes.router):
+                   variables_routes.router, secrets_routes.router, servers_routes.router):
         app.include_router(router)
     return app
 

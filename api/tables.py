@@ -94,4 +94,25 @@ class DeliveryRow(SQLModel, table=True):
                                              sa_type=sa.DateTime(timezone=True), index=True)
 
 
-__all__ = ["DeliveryRow", "DependencyRow", "JobRow", "TriggerRow", "WorkflowRow", "utcnow"]
+class ServerRow(SQLModel, table=True):
+    """An SSH server, for listing and for the in-use check; never holds the credential.
+
+    What a worker connects with is the copy in Prefect (flowforge/runtime/ssh_servers.py),
+    written in the same request; the host key pinned there under `accept-new` is read back
+    from Prefect, not from this row.
+    """
+
+    __tablename__ = "servers"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=63)
+    host: str = Field(max_length=255)
+    port: int = 22
+    username: str = Field(max_length=64)
+    tags: str = Field(default="[]", sa_type=sa.Text)  # JSON list
+    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+
+
+__all__ = ["DeliveryRow", "DependencyRow", "JobRow", "ServerRow", "TriggerRow", "WorkflowRow",
+           "utcnow"]

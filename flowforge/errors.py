@@ -107,6 +107,26 @@ class ImageBuildError(FlowForgeError):
     status = 500
 
 
+class SshError(JobError):
+    """Reaching or using an SSH server failed; `reason` says how, in one stable word.
+
+    Reasons: `refused`, `timeout`, `unreachable`, `auth_failed`, `host_key_unknown`,
+    `host_key_mismatch`, `circuit_open`, `lost` (the connection dropped mid-job), `no_server`
+    (an unknown server name or a tag no server carries). Only a server that could not be
+    reached at all is worth trying again later.
+    """
+
+    code = "ssh_failed"
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, details={"reason": reason})
+        self.reason = reason
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.reason in ("refused", "timeout", "unreachable", "lost", "circuit_open")
+
+
 __all__ = [
     "BadSignatureError",
     "ConflictError",
@@ -119,4 +139,5 @@ __all__ = [
     "PayloadTooLargeError",
     "PrefectUnavailableError",
     "SpecError",
+    "SshError",
 ]

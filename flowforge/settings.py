@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     # How long `POST /hooks/{id}` waits for the run before answering `queued` (the delivery is
     # stored and its run created later): below common sender timeouts (GitHub: 10 s).
     webhook_answer_seconds: float = Field(default=5.0, ge=0, le=60)
+    # SSH targets (read on the worker too): how long a connect may take, how many connect
+    # failures in a row open a server's circuit breaker and for how long it then fails fast,
+    # and how long a killed remote job gets between SIGTERM and SIGKILL.
+    ssh_connect_timeout: float = 10.0
+    ssh_breaker_failures: int = 3
+    ssh_breaker_cooldown: float = 60.0
+    ssh_kill_grace: float = 3.0
 
     @property
     def db_url(self) -> str:

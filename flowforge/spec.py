@@ -132,10 +132,38 @@ def memory_bytes(size: str) -> int:
     return int(size[:-1]) * units[unit] if unit in units else int(size)
 
 
+SERVER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class SshTarget(_Model):
+    """`{ssh: {servers: [web1, web2]}}` or `{ssh: {tags: [web]}}`: run on every server listed.
+
+    Tags are resolved when the job starts, from the server records in Prefect, so a server
+    added with the tag later is included without re-deploying the workflow.
+    """
+
+    servers: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    allow_partial: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> SshTarget:
+        if not self.servers and not self.tags:
+            raise ValueError("an ssh target needs 'servers' or 'tags' (a non-empty list)")
+        for field, names in (("servers", self.servers), ("tags", self.tags)):
+            bad = [n for n in names if not SERVER_NAME_RE.match(n)]
+            if bad:
+                raise ValueError(f"{field}: '{bad[0]}' is not a valid name (lowercase letters, "
+                                 "digits and '-', at most 63 characters)")
+            if len(set(names)) != len(names):
+                raise ValueError(f"{field}: lists a name more than once")
+        return self
+
+
 class Target(_Model):
     local: LocalTarget | None = None
     container: ContainerTarget | None = None
-    ssh: dict[str, Any] | None = None
+    ssh: SshTarget | None = None
 
 
 class Job(_Model):
@@ -358,8 +386,6 @@ def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[
     for field in ("for_each", "max_parallel"):
         if getattr(job, field) is not None:
             bad(field, f"'{field}' is not supported in this release")
-    if job.target is not None and job.target.ssh is not None:
-        bad("target", "ssh targets are not supported in this release (supported: local, container)")
     container = job.target.container if job.target is not None else None
     if container is not None:
         if job.type != "script":
@@ -369,6 +395,12 @@ def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[
                 "allow_host_network: true")
         for key in container.env:
             _check_env_name(key, f"target.container.env.{key}", bad)
+    if job.target is not None and job.target.ssh is not None:
+        if job.type != "script":
+            bad("target.ssh", f"only script jobs run on ssh servers, not {job.type} jobs")
+        chosen = [k for k in ("local", "container", "ssh") if getattr(job.target, k) is not None]
+        if len(chosen) > 1:
+            bad("target", f"a target is one of local, container or ssh, not {' and '.join(chosen)}")
     for key in job.env:
         _check_env_name(key, f"env.{key}", bad)
     return out

@@ -22,6 +22,7 @@ from api.schemas import ErrorBody
 from flowforge.errors import InvalidRequestError, NotFoundError
 from flowforge.prefect_sync import prefect_client
 from flowforge.runtime.secrets import SECRET_NAME_RE
+from flowforge.runtime.ssh_servers import SECRET_PREFIX as SSH_SECRET_PREFIX
 
 router = APIRouter(prefix="/secrets", tags=["secrets"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -42,6 +43,9 @@ def _name(name: str) -> str:
     if not SECRET_NAME_RE.match(name):
         raise InvalidRequestError("name", f"secret name '{name[:80]}' must be 1-100 lowercase "
                                   "letters, digits and '-', starting with a letter or digit")
+    if name.startswith(SSH_SECRET_PREFIX):
+        raise InvalidRequestError("name", f"names starting with '{SSH_SECRET_PREFIX}' hold SSH "
+                                  "server credentials; use /servers")
     return name
 
 
@@ -57,7 +61,8 @@ async def list_secrets(target: TargetDep, limit: Annotated[int, Query(ge=1, le=2
             if exc.response.status_code == 404:
                 return []
             raise
-    return [SecretName(name=d.name) for d in documents if d.name and not d.is_anonymous]
+    return [SecretName(name=d.name) for d in documents
+            if d.name and not d.is_anonymous and not d.name.startswith(SSH_SECRET_PREFIX)]
 
 
 @router.put("/{name}", response_model=SecretName, responses=ERRORS)

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Query, Response
-from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 from prefect.client.schemas.objects import Variable
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectNotFound
 from pydantic import BaseModel, Field
 
 from api.deps import TargetDep
 from api.schemas import ErrorBody
-from flowforge.errors import ConflictError, InvalidRequestError, NotFoundError
+from flowforge.errors import InvalidRequestError, NotFoundError
 from flowforge.prefect_sync import prefect_client
+from flowforge.runtime import variables
 from flowforge.runtime.variables import MAX_VALUE_CHARS, name_problem, value_problem
 
 router = APIRouter(prefix="/variables", tags=["variables"])
@@ -66,22 +64,6 @@ async def get_variable(key: str, target: TargetDep) -> VariablePublic:
     return VariablePublic(key=variable.name, value=variable.value)
 
 
-async def _put(client: PrefectClient, key: str, value: Any) -> None:
-    for _ in range(5):
-        try:
-            if await client.read_variable_by_name(key) is not None:
-                await client.update_variable(VariableUpdate(name=key, value=value))
-            else:
-                await client.create_variable(VariableCreate(name=key, value=value))
-            return
-        except (ObjectAlreadyExists, ObjectNotFound):
-            continue  # created or deleted concurrently: look again
-        except httpx.HTTPStatusError as exc:
-            if exc.response.status_code != 404:
-                raise
-    raise ConflictError(f"variable '{key}' kept changing while it was being written; try again")
-
-
 @router.put("/{key}", response_model=VariablePublic, responses=ERRORS)
 async def put_variable(key: str, body: VariableBody, target: TargetDep) -> VariablePublic:
     """Create or replace a variable (last writer wins)."""
@@ -89,7 +71,7 @@ async def put_variable(key: str, body: VariableBody, target: TargetDep) -> Varia
     if problem:
         raise InvalidRequestError("value", problem)
     async with prefect_client(target) as client:
-        await _put(client, _key(key), body.value)
+        await variables.put(client, _key(key), body.value)
     return VariablePublic(key=key, value=body.value)
 
 

@@ -12,6 +12,7 @@ from sqlmodel import col, select
 from api import crud
 from api.deps import SessionDep, TargetDep
 from api.schemas import ErrorBody, ValidationReport, WorkflowPublic, WorkflowSummary
+from api.server_refs import check_servers
 from api.tables import WorkflowRow
 from api.workflow_calls import check_calls
 from flowforge.compiler import compile_workflow, mermaid
@@ -54,6 +55,7 @@ async def create_workflow(request: Request, session: SessionDep,
                           target: TargetDep) -> WorkflowPublic:
     wf = await _document(request)
     await check_calls(session, wf)  # sub-workflow targets, call cycles
+    await check_servers(session, wf)  # ssh targets name registered servers
     existing = (await session.exec(select(WorkflowRow).where(WorkflowRow.name == wf.name))).first()
     if existing is not None and not existing.deleted:
         raise ConflictError(f"workflow '{wf.name}' already exists; PUT /workflows/{wf.name} "
@@ -87,6 +89,7 @@ async def replace_workflow(name: str, request: Request, session: SessionDep,
     row = await crud.get_row(session, name)
     wf = await _document(request)
     await check_calls(session, wf)  # sub-workflow targets, call cycles
+    await check_servers(session, wf)  # ssh targets name registered servers
     if wf.name != name:
         raise SpecError([{"field": "name", "message": f"the document's name '{wf.name}' does "
                           f"not match the URL's '{name}'; renaming is not supported"}])
@@ -113,6 +116,7 @@ async def validate_workflow(name: str, request: Request, session: SessionDep) ->
     if (await request.body()).strip():
         wf = await _document(request)
         await check_calls(session, wf)  # sub-workflow targets, call cycles
+        await check_servers(session, wf)
         if wf.name != name:
             raise SpecError([{"field": "name", "message": f"the document's name '{wf.name}' "
                               f"does not match the URL's '{name}'"}])

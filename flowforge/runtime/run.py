@@ -70,6 +70,7 @@ class WorkflowRun:
         self.stopping = threading.Event()
         # Secret values loaded by this run's jobs; masked in every output, error and log line.
         self.masker = Masker()
+        self._ssh: Any = None  # the run's SshPool, opened by its first ssh job
 
     @classmethod
     def start(cls, spec: Workflow, inputs: dict[str, Any],
@@ -211,14 +212,8 @@ class WorkflowRun:
 
     def _run_script(self, job: Job, env: dict[str, str], params: Any,
                     upstream: dict[str, dict[str, Any]], attempt: int) -> tuple[Any, bool | None]:
-        from flowforge.runtime.local import LocalExecutor, ScriptJob
+        from flowforge.runtime.local import ScriptJob
 
-        if job.target is not None and job.target.container is not None:
-            from flowforge.runtime.container import ContainerExecutor
-
-            run_script = ContainerExecutor(job.target.container).run
-        else:
-            run_script = LocalExecutor().run
         logger = get_run_logger()
 
         def log(stream: str, line: str) -> None:
@@ -229,7 +224,7 @@ class WorkflowRun:
                 logger.info("%s", line)
 
         assert job.runtime is not None and job.script is not None  # guaranteed by the spec
-        result = run_script(
+        result = self._executor(job).run(
             ScriptJob(
                 name=job.name,
                 runtime=job.runtime,
@@ -256,8 +251,33 @@ class WorkflowRun:
         if result.variables_set:
             _write_variables(result.variables_set)
         if result.error is not None:
+            if job.target is not None and job.target.ssh is not None:
+                self.update(job.name, output=result.output)  # which servers failed, and how
             raise JobError(result.error)
         return result.output, result.condition
+
+    def _executor(self, job: Job) -> Any:
+        """`LocalExecutor`, a `ContainerExecutor`, or an `SshExecutor` on the run's one SSH
+        pool (one connection per server, shared by every job of the run)."""
+        if job.target is not None and job.target.container is not None:
+            from flowforge.runtime.container import ContainerExecutor
+
+            return ContainerExecutor(job.target.container)
+        if job.target is None or job.target.ssh is None:
+            from flowforge.runtime.local import LocalExecutor
+
+            return LocalExecutor()
+        from flowforge.runtime.ssh import SshExecutor, SshPool
+        from flowforge.runtime.ssh_servers import PrefectDirectory
+
+        with self._lock:
+            if self._ssh is None:
+                self._ssh = SshPool(PrefectDirectory(), on_secret=self.masker.add)
+        return SshExecutor(self._ssh, job.target.ssh)
+
+    def _close_ssh(self) -> None:
+        if self._ssh is not None:
+            self._ssh.close()
 
     # -- the end ------------------------------------------------------------------------------
 
@@ -270,8 +290,10 @@ class WorkflowRun:
             self.stopping.set()
             self._mark_unfinished("CANCELLED", "the run was stopped before this job finished")
             processes.kill_all()
+            await asyncio.to_thread(self._close_ssh)  # kills the remote jobs too
             await asyncio.to_thread(self.publisher.close, self.summary("CANCELLED"))
             raise
+        await asyncio.to_thread(self._close_ssh)
         self._mark_unfinished("FAILED", "the job's task ended without reporting a result")
         failed = [n for n in self.order if self.records[n]["state"] == "FAILED"
                   and not self.jobs[n].continue_on_error]

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import httpx
 
-from flowforge.errors import JobError
+from flowforge.errors import ConflictError, JobError
 
 NAME_RE: Final = re.compile(r"^[a-z0-9_-]{1,255}$")
 MAX_VALUE_CHARS: Final = 5000
@@ -90,4 +90,29 @@ def write(changes: dict[str, Any]) -> None:
                 raise JobError(f"could not set variable '{key}': it kept changing under us")
 
 
-__all__ = ["MAX_VALUE_CHARS", "NAME_RE", "name_problem", "read_all", "value_problem", "write"]
+async def put(client: Any, key: str, value: Any) -> None:
+    """Create or replace one variable with an async Prefect client (last writer wins).
+
+    `client` is a `PrefectClient`; typed loosely so this module imports Prefect lazily.
+    A create racing another create for the same key turns into an update, so no write is lost.
+    """
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    for _ in range(5):
+        try:
+            if await client.read_variable_by_name(key) is not None:
+                await client.update_variable(VariableUpdate(name=key, value=value))
+            else:
+                await client.create_variable(VariableCreate(name=key, value=value))
+            return
+        except (ObjectAlreadyExists, ObjectNotFound):
+            continue  # created or deleted concurrently: look again
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+    raise ConflictError(f"variable '{key}' kept changing while it was being written; try again")
+
+
+__all__ = ["MAX_VALUE_CHARS", "NAME_RE", "name_problem", "put", "read_all", "value_problem",
+           "write"]

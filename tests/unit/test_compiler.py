@@ -91,7 +91,8 @@ def test_dag_edges_and_names() -> None:
 
 
 def test_runtime_does_not_import_api_or_database() -> None:
-    code = ("import sys, flowforge.runtime.run, flowforge.runtime.local; "
+    code = ("import sys, flowforge.runtime.run, flowforge.runtime.local, flowforge.runtime.ssh, "
+            "flowforge.runtime.ssh_connect, flowforge.runtime.ssh_servers; "
             "bad = [m for m in ('api', 'fastapi', 'sqlmodel', 'sqlalchemy.ext.asyncio') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

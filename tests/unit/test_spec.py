@@ -81,12 +81,33 @@ def test_file_fanout_is_rejected_naming_job_and_fields() -> None:
     assert all("not supported in this release" in p["message"] for p in found)
 
 
-def test_server_health_is_rejected_naming_job_and_fields() -> None:
-    found = problems((EXAMPLES / "server-health.yaml").read_text())
-    by_field = {p["field"]: p for p in found}
-    assert by_field["jobs[0].target"]["job"] == "disk_check"
-    assert "ssh" in by_field["jobs[0].target"]["message"]
-    assert set(by_field) == {"jobs[0].target"}  # the http job is valid since issue 6
+def test_server_health_is_valid_since_ssh_targets() -> None:
+    wf = load_workflow((EXAMPLES / "server-health.yaml").read_text())
+    target = wf.job("disk_check").target
+    assert target is not None and target.ssh is not None
+    assert target.ssh.servers == ["web1", "web2"] and not target.ssh.allow_partial
+
+
+@pytest.mark.parametrize(("target", "field", "needle"), [
+    ({"ssh": {}}, "jobs[0].target.ssh", "needs 'servers' or 'tags'"),
+    ({"ssh": {"servers": ["Web_1"]}}, "jobs[0].target.ssh", "'Web_1' is not a valid name"),
+    ({"ssh": {"servers": ["a", "a"]}}, "jobs[0].target.ssh", "more than once"),
+    ({"ssh": {"servers": ["a"], "user": "x"}}, "jobs[0].target.ssh.user", "Extra inputs"),
+    ({"ssh": {"tags": ["web"]}, "local": {}}, "jobs[0].target", "either local or ssh"),
+    ({"container": {"image": "x"}}, "jobs[0].target", "container targets are not supported"),
+])
+def test_ssh_target_problems_name_the_job_and_field(target: dict[str, Any], field: str,
+                                                     needle: str) -> None:
+    found = problems({"name": "t", "jobs": [{"name": "j", "runtime": "bash", "script": "true",
+                                               "target": target}]})
+    assert [(p["field"], p["job"]) for p in found] == [(field, "j")], found
+    assert needle in found[0]["message"]
+
+
+def test_ssh_target_only_for_scripts() -> None:
+    found = problems({"name": "t", "jobs": [{"name": "h", "type": "http", "url": "http://x",
+                                               "target": {"ssh": {"servers": ["a"]}}}]})
+    assert [(p["field"], p["job"]) for p in found] == [("jobs[0].target.ssh", "h")]
 
 
 # --- parsing: YAML 1.2 booleans, `on:` keys, JSON ----------------------------------------------------

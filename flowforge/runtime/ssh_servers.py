@@ -1,0 +1,267 @@
+"""SSH server records as a worker sees them: kept in Prefect, not in the FlowForge database.
+
+A worker must turn `servers: [web1]` or `tags: [web]` into a connection without FlowForge
+(DESIGN §2), so each server lives in Prefect as:
+
+- the variable `flowforge-server-<name>`: the non-secret record (host, port, username, host
+  key, policy, tags). All records are read in one call by a name-prefix filter, which is how
+  tags are resolved when a job starts; a worker writes the record back to pin a host key seen
+  for the first time under `host_key_policy: accept-new`.
+- the Secret block `flowforge-ssh-<name>`: the credential (private key and passphrase, or
+  password) as JSON, encrypted at rest by Prefect and read only when connecting.
+- the variable `flowforge-breaker-<name>`: the circuit breaker's state. Each flow run is its own
+  process, so a breaker kept only in memory would forget every failure between runs; in Prefect
+  it is shared by all runs and workers, and the API shows it.
+
+`ServerDirectory` is what the executor needs from that storage; `PrefectDirectory` is the real
+one and `MemoryDirectory` serves tests and benchmarks that talk to sshd without Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, suppress
+from typing import Any, Final, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flowforge.errors import SshError
+from flowforge.spec import SERVER_NAME_RE
+
+RECORD_PREFIX: Final = "flowforge-server-"
+BREAKER_PREFIX: Final = "flowforge-breaker-"
+SECRET_PREFIX: Final = "flowforge-ssh-"
+_PAGE: Final = 200
+
+HostKeyPolicy = Literal["strict", "accept-new"]
+
+
+class ServerRecord(BaseModel):
+    """Everything about a server but its credential; safe to show and to log."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=SERVER_NAME_RE.pattern)
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(default=22, ge=1, le=65535)
+    username: str = Field(min_length=1, max_length=64)
+    #: The server's public host key (`ssh-ed25519 AAAA…`) or a known_hosts line.
+    host_key: str | None = Field(default=None, max_length=4096)
+    host_key_policy: HostKeyPolicy = "strict"
+    tags: list[str] = Field(default_factory=list)
+
+
+class Credential(BaseModel):
+    """How to log in: a private key (with its passphrase if it has one), or a password."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    private_key: str | None = None
+    passphrase: str | None = None
+    password: str | None = None
+
+    def values(self) -> list[str]:
+        """The secret strings, for the run's masker."""
+        return [v for v in (self.private_key, self.passphrase, self.password) if v]
+
+
+class BreakerState(BaseModel):
+    """Consecutive connect failures, and until when (epoch seconds) connects fail fast."""
+
+    failures: int = 0
+    open_until: float | None = None
+    last_error: str | None = None
+
+    def is_open(self, now: float | None = None) -> bool:
+        return self.open_until is not None and (now or time.time()) < self.open_until
+
+
+class ServerDirectory(Protocol):
+    """Where the executor finds servers, pins keys and keeps breaker state."""
+
+    async def server(self, name: str) -> tuple[ServerRecord, Credential]: ...
+
+    async def names_with_tag(self, tag: str) -> list[str]: ...
+
+    async def pin_host_key(self, name: str, host_key: str) -> None: ...
+
+    async def breaker(self, name: str) -> BreakerState: ...
+
+    async def save_breaker(self, name: str, state: BreakerState) -> None: ...
+
+
+def _unknown(name: str) -> SshError:
+    return SshError("no_server", f"server '{name}' is not registered (POST /servers creates it)")
+
+
+class MemoryDirectory:
+    """Servers held in this process only: for tests and benchmarks without Prefect."""
+
+    def __init__(self, servers: dict[str, tuple[ServerRecord, Credential]] | None = None) -> None:
+        self.servers = dict(servers or {})
+        self.breakers: dict[str, BreakerState] = {}
+
+    def add(self, record: ServerRecord, credential: Credential) -> None:
+        self.servers[record.name] = (record, credential)
+
+    async def server(self, name: str) -> tuple[ServerRecord, Credential]:
+        try:
+            return self.servers[name]
+        except KeyError:
+            raise _unknown(name) from None
+
+    async def names_with_tag(self, tag: str) -> list[str]:
+        return sorted(n for n, (r, _) in self.servers.items() if tag in r.tags)
+
+    async def pin_host_key(self, name: str, host_key: str) -> None:
+        record, credential = self.servers[name]
+        self.servers[name] = (record.model_copy(update={"host_key": host_key}), credential)
+
+    async def breaker(self, name: str) -> BreakerState:
+        return self.breakers.get(name, BreakerState())
+
+    async def save_breaker(self, name: str, state: BreakerState) -> None:
+        self.breakers[name] = state
+
+
+ClientFactory = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+def _default_client() -> AbstractAsyncContextManager[Any]:
+    from prefect.client.orchestration import get_client
+
+    return get_client()
+
+
+class PrefectDirectory:
+    """Server records, credentials and breaker state in Prefect variables and Secret blocks.
+
+    `client` makes an async Prefect client; the worker uses Prefect's own (configured by the
+    flow run's environment), the API its `prefect_client(target)`.
+    """
+
+    def __init__(self, client: ClientFactory = _default_client) -> None:
+        self._client = client
+
+    # -- reading (worker and API) -----------------------------------------------------------
+
+    async def record(self, name: str) -> ServerRecord | None:
+        async with self._client() as client:
+            variable = await client.read_variable_by_name(RECORD_PREFIX + name)
+        return None if variable is None else ServerRecord.model_validate(variable.value)
+
+    async def server(self, name: str) -> tuple[ServerRecord, Credential]:
+        from prefect.blocks.system import Secret
+
+        record = await self.record(name)
+        if record is None:
+            raise _unknown(name)
+        try:
+            block: Any = await Secret.aload(SECRET_PREFIX + name)
+        except ValueError as exc:  # Prefect's "Unable to find block document named ..."
+            raise SshError("no_server", f"server '{name}' has no stored credential; "
+                           f"PUT /servers/{name} with a private_key or password") from exc
+        return record, Credential.model_validate(block.get())
+
+    async def records(self) -> dict[str, ServerRecord]:
+        found = await self._by_prefix(RECORD_PREFIX)
+        return {name: ServerRecord.model_validate(value) for name, value in found.items()}
+
+    async def breakers(self) -> dict[str, BreakerState]:
+        found = await self._by_prefix(BREAKER_PREFIX)
+        return {name: BreakerState.model_validate(value) for name, value in found.items()}
+
+    async def _by_prefix(self, prefix: str) -> dict[str, Any]:
+        from prefect.client.schemas.objects import Variable
+
+        out: dict[str, Any] = {}
+        async with self._client() as client:
+            offset = 0
+            while True:
+                response = await client.request("POST", "/variables/filter", json={
+                    "variables": {"name": {"like_": f"{prefix}%"}},
+                    "limit": _PAGE, "offset": offset})
+                page = Variable.model_validate_list(response.json())
+                out.update({v.name.removeprefix(prefix): v.value for v in page
+                            if v.name.startswith(prefix)})
+                if len(page) < _PAGE:
+                    return out
+                offset += _PAGE
+
+    async def names_with_tag(self, tag: str) -> list[str]:
+        return sorted(name for name, record in (await self.records()).items()
+                      if tag in record.tags)
+
+    async def breaker(self, name: str) -> BreakerState:
+        async with self._client() as client:
+            variable = await client.read_variable_by_name(BREAKER_PREFIX + name)
+        return BreakerState() if variable is None else BreakerState.model_validate(variable.value)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def _put(self, key: str, value: Any) -> None:
+        from flowforge.runtime import variables
+
+        async with self._client() as client:
+            await variables.put(client, key, value)
+
+    async def pin_host_key(self, name: str, host_key: str) -> None:
+        record = await self.record(name)
+        if record is not None and not record.host_key:
+            record.host_key = host_key
+            await self._put(RECORD_PREFIX + name, record.model_dump(mode="json"))
+
+    async def save_breaker(self, name: str, state: BreakerState) -> None:
+        await self._put(BREAKER_PREFIX + name, state.model_dump(mode="json"))
+
+    async def save(self, record: ServerRecord, credential: Credential | None) -> None:
+        """Store a server; `credential=None` keeps the one stored before."""
+        from prefect.blocks.system import Secret
+
+        if credential is not None:
+            async with self._client() as client:
+                await Secret(value=credential.model_dump(exclude_none=True)).asave(
+                    SECRET_PREFIX + record.name, overwrite=True, client=client)
+        await self._put(RECORD_PREFIX + record.name, record.model_dump(mode="json"))
+
+    async def delete(self, name: str) -> None:
+        """Forget a server everywhere in Prefect; parts already gone are not an error."""
+        from prefect.exceptions import ObjectNotFound
+
+        async with self._client() as client:
+            for variable in (RECORD_PREFIX + name, BREAKER_PREFIX + name):
+                with suppress(ObjectNotFound):
+                    await client.delete_variable_by_name(variable)
+            try:
+                document = await client.read_block_document_by_name(
+                    SECRET_PREFIX + name, "secret", include_secrets=False)
+                await client.delete_block_document(document.id)
+            except ObjectNotFound:
+                pass
+
+
+async def resolve(directory: ServerDirectory, servers: list[str], tags: list[str]) -> list[str]:
+    """The servers a target names, listed ones first, then those carrying any of the tags."""
+    names = list(servers)
+    for found in await asyncio.gather(*(directory.names_with_tag(t) for t in tags)):
+        names.extend(n for n in found if n not in names)
+    if not names:
+        raise SshError("no_server", "no registered server carries the tag"
+                       f"{'s' if len(tags) > 1 else ''} {', '.join(tags)}")
+    return names
+
+
+__all__ = [
+    "BREAKER_PREFIX",
+    "RECORD_PREFIX",
+    "SECRET_PREFIX",
+    "BreakerState",
+    "Credential",
+    "MemoryDirectory",
+    "PrefectDirectory",
+    "ServerDirectory",
+    "ServerRecord",
+    "resolve",
+]
