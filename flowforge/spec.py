@@ -395,9 +395,9 @@ def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[
                 "allow_host_network: true")
         for key in container.env:
             _check_env_name(key, f"target.container.env.{key}", bad)
-    if job.target is not None and job.target.ssh is not None:
-        if job.type != "script":
-            bad("target.ssh", f"only script jobs run on ssh servers, not {job.type} jobs")
+    if job.target is not None and job.target.ssh is not None and job.type != "script":
+        bad("target.ssh", f"only script jobs run on ssh servers, not {job.type} jobs")
+    if job.target is not None:
         chosen = [k for k in ("local", "container", "ssh") if getattr(job.target, k) is not None]
         if len(chosen) > 1:
             bad("target", f"a target is one of local, container or ssh, not {' and '.join(chosen)}")

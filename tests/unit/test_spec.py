@@ -93,8 +93,9 @@ def test_server_health_is_valid_since_ssh_targets() -> None:
     ({"ssh": {"servers": ["Web_1"]}}, "jobs[0].target.ssh", "'Web_1' is not a valid name"),
     ({"ssh": {"servers": ["a", "a"]}}, "jobs[0].target.ssh", "more than once"),
     ({"ssh": {"servers": ["a"], "user": "x"}}, "jobs[0].target.ssh.user", "Extra inputs"),
-    ({"ssh": {"tags": ["web"]}, "local": {}}, "jobs[0].target", "either local or ssh"),
-    ({"container": {"image": "x"}}, "jobs[0].target", "container targets are not supported"),
+    ({"ssh": {"tags": ["web"]}, "local": {}}, "jobs[0].target", "one of local, container or ssh"),
+    ({"container": {"image": "x"}, "ssh": {"servers": ["a"]}}, "jobs[0].target",
+     "not container and ssh"),
 ])
 def test_ssh_target_problems_name_the_job_and_field(target: dict[str, Any], field: str,
                                                      needle: str) -> None:
