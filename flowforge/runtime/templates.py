@@ -89,6 +89,14 @@ def _native(value: Any) -> Any:
     return value
 
 
+def single_expression(value: str) -> str | None:
+    """The expression of a value that is exactly one `{{ expression }}`, else None."""
+    match = _SINGLE_EXPR.match(value)
+    if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):
+        return match.group("expr").strip()
+    return None
+
+
 def render(value: Any, context: dict[str, Any]) -> Any:
     """Render a template value (recursing into lists and dicts) against `context`."""
     if isinstance(value, dict):
@@ -97,10 +105,10 @@ def render(value: Any, context: dict[str, Any]) -> Any:
         return [render(v, context) for v in value]
     if not is_template(value):
         return value
-    match = _SINGLE_EXPR.match(value)
+    expression = single_expression(value)
     try:
-        if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):
-            return _native(_ENV.compile_expression(match.group("expr").strip())(**context))
+        if expression is not None:
+            return _native(_ENV.compile_expression(expression)(**context))
         return _ENV.from_string(value).render(**context)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template does not parse: {exc.message}") from exc
@@ -124,5 +132,6 @@ __all__ = [
     "references",
     "render",
     "root_names",
+    "single_expression",
     "to_env_value",
 ]
