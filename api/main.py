@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from api import crud, errors
 from api.db import make_engine, migrate, sessionmaker
-from api.routes import events, health, hooks, runs, sync, triggers, workflows
+from api.routes import concurrency_limits, events, health, hooks, runs, sync, triggers, workflows
 from api.routes import secrets as secrets_routes
 from api.routes import variables as variables_routes
 from flowforge import __version__
@@ -70,7 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (health.router, workflows.router, runs.router, sync.router,
                    triggers.router, hooks.router, events.router,
-                   variables_routes.router, secrets_routes.router):
+                   variables_routes.router, secrets_routes.router,
+                   concurrency_limits.router):
         app.include_router(router)
     return app
 

@@ -311,6 +311,15 @@ def test_named_concurrency_limit_is_shared(api: httpx.Client, stack: Stack) -> N
     # both jobs start waiting at once; holding the one slot in turn, they take 2 s or more
     assert (max(ends) - min(starts)).total_seconds() >= 2, run["jobs"]
 
+    resized = api.put("/concurrency-limits/ff-test-gpu", json={"limit": 2})
+    assert resized.status_code == 200 and resized.json()["limit"] == 2
+    assert "ff-test-gpu" in [x["name"] for x in api.get("/concurrency-limits").json()]
+    create_workflow(api, {"name": "gpu-jobs-2", "jobs": [  # the sync keeps the size it found
+        {"name": "t", "runtime": "bash", "concurrency": ["ff-test-gpu"], "script": "true"}]})
+    assert api.get("/concurrency-limits/ff-test-gpu").json()["limit"] == 2
+    assert api.get("/concurrency-limits/nope-missing").status_code == 404
+    assert api.put("/concurrency-limits/Bad%20Name", json={"limit": 1}).status_code == 422
+
 
 REPAIR = """
 name: repairable
