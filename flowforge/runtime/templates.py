@@ -77,10 +77,12 @@ def references(source: str) -> Iterator[tuple[str, str]]:
 
 
 def root_names(source: str) -> set[str]:
-    """The top-level variable names a template reads (loop variables excluded)."""
+    """The top-level variable names a template reads (loop variables and Jinja globals excluded)."""
     tree = parse(source)
     stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored
+    # Jinja's own globals (`range`, `dict`, `namespace`, ...) are not run data
+    return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored - set(
+        _ENV.globals)
 
 
 def _native(value: Any) -> Any:

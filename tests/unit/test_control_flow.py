@@ -104,6 +104,12 @@ def test_for_each_accepts_literal_lists_inputs_and_upstream_outputs() -> None:
     assert wf.job("b").max_parallel == 2
 
 
+def test_for_each_may_use_jinja_globals_such_as_range() -> None:
+    wf = load_workflow(doc(job("a", for_each="{{ range(inputs.n) | list }}"),
+                           inputs={"n": {"type": "integer", "default": 3}}))
+    assert foreach.resolve_items(wf.job("a"), {"inputs": {"n": 3}}) == [0, 1, 2]
+
+
 def test_for_each_reading_a_non_ancestor_names_it() -> None:
     p = only(doc(job("list"), job("c", for_each="{{ jobs.list.output }}"),
                  settings={"execution": "dag"}))
