@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from api import crud, errors
 from api.db import make_engine, migrate, sessionmaker
 from api.deliveries import Dispatcher
-from api.routes import events, health, hooks, runs, sync, triggers, workflows
+from api.routes import concurrency_limits, events, health, hooks, runs, sync, triggers, workflows
 from api.routes import secrets as secrets_routes
 from api.routes import servers as servers_routes
 from api.routes import variables as variables_routes
@@ -76,7 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for router in (health.router, workflows.router, runs.router, sync.router,
                    triggers.router, hooks.router, events.router,
-                   variables_routes.router, secrets_routes.router, servers_routes.router):
+                   variables_routes.router, secrets_routes.router, servers_routes.router,
+                   concurrency_limits.router):
         app.include_router(router)
     return app
 

@@ -70,6 +70,7 @@ def build_run(flow_run: FlowRun, workflow: str, spec: Workflow | None,
     state = run_state(flow_run)
     params = dict(flow_run.parameters or {})
     trigger = params.pop("flowforge_trigger", None)
+    params.pop("flowforge_repair", None)
     if summary is not None:
         jobs = [dict(j) for j in summary["jobs"]]
         inputs, outputs = summary.get("inputs", params), summary.get("outputs")

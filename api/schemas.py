@@ -59,6 +59,27 @@ class RunCreated(BaseModel):
     prefect_ui_url: str
 
 
+class RepairCreate(BaseModel):
+    #: completed jobs to run again as well (with their dependants); failed, cancelled and
+    #: not-run jobs always are
+    jobs: list[str] = Field(default_factory=list)
+
+
+class RepairCreated(RunCreated):
+    repair_of: str
+    rerun: list[str]
+    reused: list[str]
+
+
+class RerunCreate(BaseModel):
+    #: inputs to change; the others keep the original run's values
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RerunCreated(RunCreated):
+    rerun_of: str
+
+
 class Progress(BaseModel):
     done: int
     total: int
@@ -73,6 +94,14 @@ class JobRunPublic(BaseModel):
     error: str | None = None
     reason: str | None = None
     attempts: int = 0
+    condition: bool | None = None
+    #: a repair run's job carried over from the repaired run, not run again
+    reused: bool = False
+    #: for-each jobs: `{"total", "done", "failed"}` and each failed item's error by index
+    items: dict[str, int] | None = None
+    item_errors: dict[str, str] | None = None
+    #: `until` jobs: how many times the job ran
+    polls: int | None = None
 
 
 class RunPublic(BaseModel):

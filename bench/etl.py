@@ -26,7 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,18 @@ def start_server(home: Path) -> subprocess.Popen[bytes]:
     raise RuntimeError("Prefect server did not start")
 
 
+@contextmanager
+def prefect_server(tmp: Path) -> Iterator[None]:
+    """A Prefect server for the benchmark, unless PREFECT_API_URL names one already."""
+    server = None if os.environ.get("PREFECT_API_URL") else start_server(tmp / "prefect")
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def compare(label: str, ours: Callable[[], Any], theirs: Callable[[], Any], reps: int) -> None:
     timed(ours), timed(theirs)  # warm-up: imports, first connection, server caches
     a, b = [], []
@@ -168,17 +181,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--fanout", type=int, default=500)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None if os.environ.get("PREFECT_API_URL") else start_server(Path(tmp) / "prefect")
-        try:
-            workdir = Path(tmp)
-            compare("etl", flowforge_flow(etl_workflow(), workdir), prefect_etl(), args.reps)
-            compare(f"fanout{args.fanout}", flowforge_flow(fanout_workflow(args.fanout), workdir),
-                    prefect_fanout(args.fanout), args.reps)
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as tmp, prefect_server(Path(tmp)):
+        workdir = Path(tmp)
+        compare("etl", flowforge_flow(etl_workflow(), workdir), prefect_etl(), args.reps)
+        compare(f"fanout{args.fanout}", flowforge_flow(fanout_workflow(args.fanout), workdir),
+                prefect_fanout(args.fanout), args.reps)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def _parameters(wf: Workflow) -> list[str]:
             required.append(f"{name}: {ann}")
         else:
             optional.append(f"{name}: {ann} | None = None")
-    return [*required, *optional, "flowforge_trigger: dict[str, Any] | None = None"]
+    return [*required, *optional, "flowforge_trigger: dict[str, Any] | None = None",
+            "flowforge_repair: dict[str, Any] | None = None"]
 
 
 def _future_names(order: list[str]) -> dict[str, str]:
@@ -133,7 +134,7 @@ def compile_workflow(wf: Workflow) -> CompiledFlow:
         f"async def {module}(",
         *[f"    {p}," for p in params],
         ") -> Any:",
-        f"    run = WorkflowRun.start(SPEC, {{{inputs}}}, flowforge_trigger)",
+        f"    run = WorkflowRun.start(SPEC, {{{inputs}}}, flowforge_trigger, flowforge_repair)",
     ]
     for job in order:
         upstream = ", ".join(f"allow_failure({futures[n.job]})" for n in needs[job])

@@ -33,6 +33,7 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "message": ("to", "title"),
     "http": ("method", "url", "headers", "query", "json_body", "auth", "expect_status"),
     "workflow": ("workflow", "inputs", "wait"),
+    "condition": (),
 }
 LABELS = {"json_body": "json"}
 #: Template-bearing fields of the job kinds, walked by the spec's template check.

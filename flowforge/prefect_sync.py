@@ -27,7 +27,7 @@ from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
-from flowforge import trigger_sync
+from flowforge import limit_sync, trigger_sync
 from flowforge.compiler import CompiledFlow, compile_workflow
 from flowforge.errors import PrefectUnavailableError
 from flowforge.spec import Workflow
@@ -135,6 +135,7 @@ async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
                 entrypoint=compiled.entrypoint, path=str(target.project_dir),
                 pull_steps=pull_steps, parameter_openapi_schema=schema,
                 enforce_parameter_schema=True, tags=["flowforge"],
+                **limit_sync.deployment_limit(wf),
             )
         else:
             deployment_id = existing.id
@@ -143,7 +144,8 @@ async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
                 work_pool_name=work_pool, entrypoint=compiled.entrypoint,
                 path=str(target.project_dir), pull_steps=pull_steps,
                 parameter_openapi_schema=schema, enforce_parameter_schema=True,
-                tags=["flowforge"], paused=False))
+                tags=["flowforge"], paused=False, **limit_sync.deployment_limit(wf)))
+        await limit_sync.ensure_job_limits(client, wf)
         plan = await trigger_sync.diff(client, wf, deployment_id)
         await trigger_sync.apply(client, deployment_id, plan)
     return deployment_id
@@ -240,6 +242,11 @@ def write_prefect_yaml(project_dir: Path, work_pool: str, pull_dir: str | None =
                      for t in wf.triggers if isinstance(t, ScheduleTrigger)]
         if schedules:
             entry["schedules"] = schedules
+        if wf.settings.max_concurrent_runs is not None:
+            entry["concurrency_limit"] = {
+                "limit": wf.settings.max_concurrent_runs,
+                "collision_strategy": "CANCEL_NEW" if wf.settings.on_limit == "cancel_new"
+                else "ENQUEUE"}
         entries.append(entry)
     doc: dict[str, Any] = {"name": "flowforge", "prefect-version": "3.8.8"}
     directory = str(pull_dir or project_dir)

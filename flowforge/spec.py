@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from flowforge import jobkinds
+from flowforge import controlflow, jobkinds
 from flowforge.document import parse_document
 from flowforge.errors import SpecError
 from flowforge.inputs import input_type_problem, resolve_inputs
@@ -28,7 +28,7 @@ from flowforge.triggers import Trigger
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 JOB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$")
-RESERVED_INPUTS = {"flowforge_trigger"}
+RESERVED_INPUTS = {"flowforge_trigger", "flowforge_repair"}
 TEMPLATE_ROOTS = {"inputs", "jobs", "run", "item", "trigger", "params", "env", "secrets"}
 
 InputType = Literal["string", "integer", "number", "boolean", "enum", "json"]
@@ -202,10 +202,19 @@ class Job(_Model):
     workflow: str | None = None
     inputs: dict[str, Any] | None = None
     wait: bool | None = None
-    # later controls, declared so that a document using them gets a clear
-    # "not supported" error naming the job instead of an unknown-field error
+    # condition: `if` is a Python keyword, so the field is `if_expr`, aliased
+    if_expr: str | None = Field(default=None, alias="if")
+    # control flow (flowforge/controlflow.py checks these); None defaults keep the spec
+    # JSON, hence the hash, of documents that do not use them unchanged
     for_each: Any = None
-    max_parallel: int | None = None
+    max_parallel: Annotated[int | None, Field(ge=1, le=1000)] = None
+    allow_partial: bool | None = None
+    until: str | None = None
+    interval: Annotated[float | None, Field(ge=0, le=86400)] = None
+    max_attempts: Annotated[int | None, Field(ge=1, le=100000)] = None
+    backoff: Literal["constant", "exponential"] | None = None
+    jitter: Annotated[float | None, Field(ge=0, le=10)] = None
+    concurrency: list[str] | None = None
 
     @field_validator("needs", mode="before")
     @classmethod
@@ -230,6 +239,8 @@ class Settings(_Model):
     work_pool: str | None = None
     # Whether container jobs may use `network: host` (the host's network, incl. 127.0.0.1).
     allow_host_network: bool = False
+    max_concurrent_runs: Annotated[int | None, Field(ge=1, le=10000)] = None
+    on_limit: Literal["queue", "cancel_new"] | None = None
 
 
 class Workflow(_Model):
@@ -379,13 +390,11 @@ def _check_job(wf: Workflow, i: int, job: Job, seen_all: set[str]) -> list[dict[
             bad("to", "a message job needs 'to' (one or more apprise URLs)")
         if job.body is None:
             bad("body", "a message job needs a 'body'")
-    elif job.type not in ("http", "workflow"):
+    elif job.type not in ("http", "workflow", "condition"):
         bad("type", f"job type '{job.type}' is not supported in this release "
-            "(supported: script, message, http, workflow)")
+            "(supported: script, message, http, workflow, condition)")
     jobkinds.check_kind(wf.name, job, bad)
-    for field in ("for_each", "max_parallel"):
-        if getattr(job, field) is not None:
-            bad(field, f"'{field}' is not supported in this release")
+    controlflow.check_job(job, bad)
     container = job.target.container if job.target is not None else None
     if container is not None:
         if job.type != "script":
@@ -428,9 +437,10 @@ def _template_fields(wf: Workflow) -> list[tuple[str, str | None, str]]:
             found.append((field, job, value))
 
     for i, job in enumerate(wf.jobs):
-        for attr in ("env", "params", "to", "title", "body", *jobkinds.TEMPLATE_ATTRS):
+        for attr in ("env", "params", "to", "title", "body", *jobkinds.TEMPLATE_ATTRS,
+                     *controlflow.TEMPLATE_ATTRS):
             walk(jobkinds.template_value(job, attr),
-                 f"jobs[{i}].{jobkinds.LABELS.get(attr, attr)}", job.name)
+                 f"jobs[{i}].{controlflow.LABELS.get(attr, attr)}", job.name)
     walk(wf.outputs, "outputs", None)
     return found
 
@@ -451,9 +461,13 @@ def _check_templates(wf: Workflow, order: list[str]) -> list[dict[str, Any]]:
             continue
         if secret_problem:
             problems.append(_problem(field, f"{prefix}{secret_problem}", job))
-        for root in sorted(roots - TEMPLATE_ROOTS):
+        known = TEMPLATE_ROOTS | controlflow.extra_roots(field)
+        for root in sorted(roots - known):
             problems.append(_problem(field, f"{prefix}template names unknown variable '{root}' "
-                                     f"(known: {', '.join(sorted(TEMPLATE_ROOTS))})", job))
+                                     f"(known: {', '.join(sorted(known))})", job))
+        if "item" in roots and job is not None and wf.job(job).for_each is None:
+            problems.append(_problem(field, f"{prefix}template reads 'item' but '{job}' has "
+                                     "no for_each", job))
         for root, name in refs:
             if root == "jobs" and name not in jobs:
                 problems.append(_problem(field, f"{prefix}template names unknown job '{name}'",

@@ -24,8 +24,9 @@ async def analyze_document(
     document_text: str,
     analysis_depth: Literal['basic', 'detailed', 'comprehensive'],
     flowforge_trigger: dict[str, Any] | None = None,
+    flowforge_repair: dict[str, Any] | None = None,
 ) -> Any:
-    run = WorkflowRun.start(SPEC, {'document_text': document_text, 'analysis_depth': analysis_depth}, flowforge_trigger)
+    run = WorkflowRun.start(SPEC, {'document_text': document_text, 'analysis_depth': analysis_depth}, flowforge_trigger, flowforge_repair)
     j_extract = TASKS['extract'].submit('extract', wait_for=[])
     j_analyze = TASKS['analyze'].submit('analyze', wait_for=[allow_failure(j_extract)])
     return await run.finish([j_extract, j_analyze])

@@ -23,8 +23,9 @@ TASKS = job_tasks(SPEC)
 )
 async def customer_etl(
     flowforge_trigger: dict[str, Any] | None = None,
+    flowforge_repair: dict[str, Any] | None = None,
 ) -> Any:
-    run = WorkflowRun.start(SPEC, {}, flowforge_trigger)
+    run = WorkflowRun.start(SPEC, {}, flowforge_trigger, flowforge_repair)
     j_extract_customers = TASKS['extract_customers'].submit('extract_customers', wait_for=[])
     j_extract_orders = TASKS['extract_orders'].submit('extract_orders', wait_for=[])
     j_extract_products = TASKS['extract_products'].submit('extract_products', wait_for=[])

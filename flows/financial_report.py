@@ -24,8 +24,9 @@ async def financial_report(
     period: str,
     depth: Literal['basic', 'detailed', 'comprehensive'] = 'basic',
     flowforge_trigger: dict[str, Any] | None = None,
+    flowforge_repair: dict[str, Any] | None = None,
 ) -> Any:
-    run = WorkflowRun.start(SPEC, {'period': period, 'depth': depth}, flowforge_trigger)
+    run = WorkflowRun.start(SPEC, {'period': period, 'depth': depth}, flowforge_trigger, flowforge_repair)
     j_extract_gl = TASKS['extract_gl'].submit('extract_gl', wait_for=[])
     j_extract_ar = TASKS['extract_ar'].submit('extract_ar', wait_for=[])
     j_extract_ap = TASKS['extract_ap'].submit('extract_ap', wait_for=[])

@@ -50,7 +50,8 @@ class WorkflowRun:
     """The ledger of one flow run: every job's state, output and timing, in one place."""
 
     def __init__(self, spec: Workflow, flow_run_id: str, inputs: dict[str, Any],
-                 trigger: dict[str, Any] | None) -> None:
+                 trigger: dict[str, Any] | None,
+                 repair: dict[str, dict[str, Any]] | None = None) -> None:
         self.spec = spec
         self.flow_run_id = flow_run_id
         self.inputs = inputs
@@ -63,9 +64,14 @@ class WorkflowRun:
         self.records: dict[str, dict[str, Any]] = {
             name: {"name": name, "state": "PENDING", "started_at": None, "ended_at": None,
                    "output": None, "error": None, "reason": None, "condition": None,
-                   "attempts": 0}
+                   "attempts": 0, "reused": False}
             for name in self.order
         }
+        # A repair run's reused jobs: the original run's records of jobs that completed.
+        self.reused = {k: v for k, v in (repair or {}).items() if k in self.jobs}
+        # The job whose failure tripped `settings.fail_fast`, once one has.
+        self.fail_fast_by: str | None = None
+        self.mappings: dict[str, Any] = {}  # for-each jobs' item state (foreach.Mapping)
         self.publisher = Publisher(flow_run_id, self.summary)
         self.stopping = threading.Event()
         # Secret values loaded by this run's jobs; masked in every output, error and log line.
@@ -74,13 +80,14 @@ class WorkflowRun:
 
     @classmethod
     def start(cls, spec: Workflow, inputs: dict[str, Any],
-              trigger: dict[str, Any] | None = None) -> WorkflowRun:
+              trigger: dict[str, Any] | None = None,
+              repair: dict[str, dict[str, Any]] | None = None) -> WorkflowRun:
         ctx = FlowRunContext.get()
         if ctx is None or ctx.flow_run is None:
             raise RuntimeError("WorkflowRun.start() must be called inside a flow run")
         from flowforge.runtime.upstream import enrich  # upstream outputs for dependency runs
 
-        run = cls(spec, str(ctx.flow_run.id), inputs, enrich(trigger))
+        run = cls(spec, str(ctx.flow_run.id), inputs, enrich(trigger), repair)
         with _RUNS_LOCK:
             _RUNS[run.flow_run_id] = run
         if any(j.target is not None and j.target.container is not None for j in spec.jobs):
@@ -137,9 +144,12 @@ class WorkflowRun:
         with self._lock:
             jobs = {n: {k: r[k] for k in ("state", "output", "error", "condition")}
                     for n, r in self.records.items() if r["state"] in TERMINAL}
+        from flowforge.runtime.foreach import current_item
+
         return {
             "inputs": self.inputs,
             "jobs": jobs,
+            "item": current_item(),
             "trigger": self.trigger,
             "run": {"id": self.flow_run_id, "workflow": self.spec.name,
                     "started_at": self.started_at},
@@ -151,9 +161,15 @@ class WorkflowRun:
         job = self.jobs[name]
         ctx = TaskRunContext.get()
         attempt = ctx.task_run.run_count if ctx else 1
+        if name in self.reused:
+            return self._reuse(name)
         self.update(name, state="RUNNING", started_at=_now(), ended_at=None, error=None,
                     attempts=attempt)
         upstream = {n.job: self.record(n.job) for n in self.needs[name]}
+        if self.fail_fast_by is not None:
+            reason = f"fail_fast: job '{self.fail_fast_by}' failed"
+            record = self.update(name, state="SKIPPED", reason=reason, ended_at=_now())
+            return Completed(name="Skipped", message=reason, data=record)
         decision = gate.decide(
             job.run_if,
             [gate.Edge(n.job, n.on) for n in self.needs[name]],
@@ -167,10 +183,12 @@ class WorkflowRun:
             get_run_logger().info("not run (%s): %s", decision.state, decision.reason)
             return Completed(name=state_name, message=decision.reason, data=record)
         try:
-            output, condition = self._run_job(job, upstream, attempt)
+            output, condition = self._run_controlled(job, upstream, attempt)
         except Exception as exc:  # a bug or an unexpected third-party error: still a job failure
             error = exc.message if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
             self._failed(name, error)
+            if ctx is None or attempt > ctx.task.retries:  # Prefect will not try again
+                self._trip_fail_fast(name)
             masked = self.masker.mask(error)
             if masked != error:  # Prefect logs and stores the exception: it must not hold a secret
                 raise JobError(masked) from None
@@ -182,10 +200,53 @@ class WorkflowRun:
         # A job killed because the run is being stopped was cancelled, not failed: its
         # process dies of the stop's own SIGTERM, which must not read as the job's fault.
         if self.stopping.is_set():
-            self.update(name, state="CANCELLED", error=error, ended_at=_now(),
-                        reason="the run was stopped while this job ran")
+            reason = (f"fail_fast: job '{self.fail_fast_by}' failed" if self.fail_fast_by
+                      else "the run was stopped while this job ran")
+            self.update(name, state="CANCELLED", error=error, ended_at=_now(), reason=reason)
         else:
             self.update(name, state="FAILED", error=error, ended_at=_now())
+
+    def _trip_fail_fast(self, name: str) -> None:
+        """`settings.fail_fast`: the first failure cancels running jobs and skips the rest."""
+        if not self.spec.settings.fail_fast or self.jobs[name].continue_on_error:
+            return
+        with self._lock:
+            if self.fail_fast_by is not None:
+                return
+            self.fail_fast_by = name
+        self.stopping.set()  # sub-workflows, polls and for-each items watch it
+        # Killing waits out a grace period; the failing task should not wait with it.
+        threading.Thread(target=processes.kill_all, name="flowforge-fail-fast",
+                         daemon=True).start()
+
+    def _reuse(self, name: str) -> State:
+        """A repair run's completed job: its original record, marked reused, not run again."""
+        original = self.reused[name]
+        from flowforge.repair import REUSED_FIELDS
+
+        record = self.update(name, **{k: original.get(k) for k in REUSED_FIELDS}, reused=True)
+        get_run_logger().info("reused from the repaired run (not run again)")
+        return Completed(name="Reused", message="reused from the repaired run", data=record)
+
+    def _run_controlled(self, job: Job, upstream: dict[str, dict[str, Any]],
+                        attempt: int) -> tuple[Any, bool | None]:
+        """Run a job once, per item (`for_each`) or until its `until` holds."""
+        if job.for_each is not None:
+            from flowforge.runtime import foreach
+
+            return foreach.run(self, job, upstream, item_task(job)), None
+        from flowforge.runtime import limits
+
+        with limits.hold(job.concurrency):
+            if job.until is not None:
+                from flowforge.runtime import loops
+
+                return loops.poll(self, job, upstream, attempt)
+            return self.run_once(job, upstream, attempt)
+
+    def run_once(self, job: Job, upstream: dict[str, dict[str, Any]],
+                 attempt: int) -> tuple[Any, bool | None]:
+        return self._run_job(job, upstream, attempt)
 
     def _run_job(self, job: Job, upstream: dict[str, dict[str, Any]],
                  attempt: int) -> tuple[Any, bool | None]:
@@ -202,6 +263,10 @@ class WorkflowRun:
             params = templates.render(job.params, context)
         except templates.TemplateError as exc:
             raise JobError(f"job '{job.name}': {exc}") from exc
+        if job.type == "condition":
+            from flowforge.runtime import condition
+
+            return condition.evaluate(job, context)
         if job.type != "script":
             from flowforge.runtime.kinds import run_kind
 
@@ -235,11 +300,11 @@ class WorkflowRun:
                     "params": params,
                     "jobs": {u: {k: r[k] for k in ("state", "output", "condition")}
                              for u, r in upstream.items()},
-                    "item": None,
+                    "item": _item(),
                     "trigger": self.trigger,
                 },
                 event={"workflow": self.spec.name, "job": job.name, "run_id": self.flow_run_id,
-                       "trigger": self.trigger, "attempt": attempt, "item": None},
+                       "trigger": self.trigger, "attempt": attempt, "item": _item()},
                 variables=_read_variables() if _uses_variables(job.script) else {},
                 timeout=job.timeout,
                 work_root=None,
@@ -322,6 +387,12 @@ class WorkflowRun:
             return None, f"outputs: {exc}"
 
 
+def _item() -> Any:
+    from flowforge.runtime.foreach import current_item
+
+    return current_item()
+
+
 def _uses_variables(script: str) -> bool:
     # Reading every Prefect variable costs an API call; only scripts that read them pay it.
     return any(word in script for word in ("get_variable", "getVariable"))
@@ -344,23 +415,45 @@ def _run_job(job: str) -> Any:
     return WorkflowRun.current().execute(job)
 
 
+def _retry_options(job: Job) -> dict[str, Any]:
+    """The job's retries as Prefect task options (`backoff: exponential` -> Prefect's own
+    `exponential_backoff`, `jitter` -> `retry_jitter_factor`)."""
+    if job.type == "http":  # an http job retries inside its executor, only on 5xx / connection
+        return {"retries": 0}
+    delay: Any = job.retry_delay
+    if job.backoff == "exponential":
+        from prefect.tasks import exponential_backoff
+
+        delay = exponential_backoff(backoff_factor=job.retry_delay or 1.0)(job.retries)
+    return {"retries": job.retries, "retry_delay_seconds": delay,
+            "retry_jitter_factor": job.jitter}
+
+
 def job_tasks(spec: Workflow) -> dict[str, Task[..., Any]]:
     """One Prefect task per job, named after it, with the job's retry options.
 
     Side-effecting jobs must never be served from Prefect's cache, hence NO_CACHE; results
-    live in the ledger, so nothing needs persisting either.
+    live in the ledger, so nothing needs persisting either. A for-each job's retries belong to
+    its items (see `item_task`), as they do with Prefect's map.
     """
     base: Task[[str], Any] = Task(fn=_run_job, cache_policy=NO_CACHE, persist_result=False)
     return {
         job.name: base.with_options(
             name=job.name,
             task_run_name=job.name,
-            # an http job retries inside its executor, and only on 5xx / connection errors
-            retries=0 if job.type == "http" else job.retries,
-            retry_delay_seconds=job.retry_delay,
+            **(_retry_options(job) if job.for_each is None else {"retries": 0}),
         )
         for job in spec.jobs
     }
+
+
+def item_task(job: Job) -> Task[..., Any]:
+    """The task one item of a for-each job runs as; its runs are named `job[index]`."""
+    from flowforge.runtime.foreach import run_item
+
+    base: Task[..., Any] = Task(fn=run_item, cache_policy=NO_CACHE, persist_result=False)
+    return base.with_options(name=job.name, task_run_name=job.name + "[{index}]",
+                             **_retry_options(job))
 
 
 __all__ = ["WorkflowRun", "job_tasks", "load_spec"]

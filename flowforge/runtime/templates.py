@@ -77,16 +77,26 @@ def references(source: str) -> Iterator[tuple[str, str]]:
 
 
 def root_names(source: str) -> set[str]:
-    """The top-level variable names a template reads (loop variables excluded)."""
+    """The top-level variable names a template reads (loop variables and Jinja globals excluded)."""
     tree = parse(source)
     stored = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored
+    # Jinja's own globals (`range`, `dict`, `namespace`, ...) are not run data
+    return {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - stored - set(
+        _ENV.globals)
 
 
 def _native(value: Any) -> Any:
     if isinstance(value, ChainableUndefined):
         return None
     return value
+
+
+def single_expression(value: str) -> str | None:
+    """The expression of a value that is exactly one `{{ expression }}`, else None."""
+    match = _SINGLE_EXPR.match(value)
+    if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):
+        return match.group("expr").strip()
+    return None
 
 
 def render(value: Any, context: dict[str, Any]) -> Any:
@@ -97,10 +107,10 @@ def render(value: Any, context: dict[str, Any]) -> Any:
         return [render(v, context) for v in value]
     if not is_template(value):
         return value
-    match = _SINGLE_EXPR.match(value)
+    expression = single_expression(value)
     try:
-        if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):
-            return _native(_ENV.compile_expression(match.group("expr").strip())(**context))
+        if expression is not None:
+            return _native(_ENV.compile_expression(expression)(**context))
         return _ENV.from_string(value).render(**context)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template does not parse: {exc.message}") from exc
@@ -124,5 +134,6 @@ __all__ = [
     "references",
     "render",
     "root_names",
+    "single_expression",
     "to_env_value",
 ]

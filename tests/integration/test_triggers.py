@@ -298,7 +298,10 @@ def test_schedule_produced_a_run_and_disabling_stops_it(api: httpx.Client, stack
                    130, "a run of the every-minute schedule")
     body = wait_run(api, run["id"])
     assert body["trigger"]["type"] == "schedule" and body["trigger"]["id"] == trigger["id"]
-    off = api.patch(f"/workflows/tr-sched/triggers/{trigger['id']}", json={"enabled": False})
+    # Deactivating makes Prefect delete the schedule's queued future runs (up to 100 for an
+    # every-minute cron); on SQLite under CI load that took over a minute once.
+    off = api.patch(f"/workflows/tr-sched/triggers/{trigger['id']}", json={"enabled": False},
+                    timeout=300)
     assert off.status_code == 200 and off.json()["enabled"] is False
     with prefect(stack) as client:
         dep = client.read_deployment_by_name("tr-sched/tr-sched")

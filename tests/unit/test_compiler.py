@@ -15,7 +15,7 @@ from flowforge.spec import load_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-LOADABLE = ["document-analysis", "etl", "financial-report"]
+LOADABLE = ["document-analysis", "etl", "file-fanout", "financial-report"]
 
 
 @pytest.mark.parametrize("name", LOADABLE)

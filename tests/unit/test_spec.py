@@ -74,11 +74,10 @@ def test_etl_is_a_dag_with_a_schedule() -> None:
     assert (wf.triggers[0].cron, wf.triggers[0].timezone) == ("0 2 * * *", "America/New_York")
 
 
-def test_file_fanout_is_rejected_naming_job_and_fields() -> None:
-    found = problems((EXAMPLES / "file-fanout.yaml").read_text())
-    assert {(p["job"], p["field"]) for p in found} == {
-        ("process_file", "jobs[1].for_each"), ("process_file", "jobs[1].max_parallel")}
-    assert all("not supported in this release" in p["message"] for p in found)
+def test_file_fanout_loads_since_issue_7() -> None:
+    wf = load_workflow((EXAMPLES / "file-fanout.yaml").read_text())
+    fanout = wf.job("process_file")
+    assert fanout.for_each == "{{ jobs.list_files.output.files }}" and fanout.max_parallel == 3
 
 
 def test_server_health_is_valid_since_ssh_targets() -> None:
@@ -437,7 +436,7 @@ def test_many_graph_problems_reported_at_once() -> None:
             job("a", env={"1X": "y", "FLOWFORGE_X": "z"}),
             {"name": "a", "type": "script"},
             job("c", needs=["ghost"], run_if="sometimes"),
-            job("d", type="condition"),
+            {"name": "d", "type": "condition"},
         ],
     }
     found = problems(document)
@@ -451,7 +450,7 @@ def test_many_graph_problems_reported_at_once() -> None:
         ("a", "jobs[1].script"),
         ("c", "jobs[2].needs[0].job"),
         ("c", "jobs[2].run_if"),
-        ("d", "jobs[3].type"),
+        ("d", "jobs[3].if"),
     ]
     with pytest.raises(SpecError, match=r"^workflow name 'Bad Name' .* \(and 9 more\)$"):
         load_workflow(document)

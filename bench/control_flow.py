@@ -1,0 +1,197 @@
+"""Control flow at scale: for-each over N items and a 1,000-job DAG, FlowForge vs hand-written Prefect.
+
+Run by hand (not in CI):
+    .venv/bin/python bench/control_flow.py [--items 1000 10000] [--dag 1000] [--reps 3]
+
+Workloads, each as a FlowForge workflow (compiled, the generated flow called in-process) and as
+the flow a Prefect user would write by hand, both doing the same subprocess work (`bash -c true`
+per item or job) with the same thread width:
+
+* foreach N: one job mapping N items, `max_parallel: 10`  vs  two hand-written flows:
+  `prefect` maps at flow level (`each.map(range(N))` on the flow's
+  `ThreadPoolTaskRunner(max_workers=10)`), the way Prefect's docs show it; `nested` maps inside
+  a parent task on a `ThreadPoolTaskRunner(max_workers=10)` of its own, which is what
+  FlowForge's generated flow does (the list is known only when the job runs);
+* dag N: one root, N-2 parallel jobs, one sink, 10 threads  vs  `submit(wait_for=...)`; plus
+  the time to validate and compile the N-job document (median of 5).
+
+Each measured run is a fresh Python process (so peak RSS, `ru_maxrss`, is that variant's own);
+the variants alternate. A Prefect server is started on a free port unless PREFECT_API_URL is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WIDTH = 10
+
+
+def foreach_workflow(n: int) -> dict[str, Any]:
+    return {"name": "bench-foreach", "inputs": {"n": {"type": "integer"}},
+            "jobs": [{"name": "each", "runtime": "bash", "script": "true",
+                      "for_each": "{{ range(inputs.n) | list }}", "max_parallel": WIDTH}]}
+
+
+def dag_workflow(n: int) -> dict[str, Any]:
+    from bench.etl import fanout_workflow
+
+    doc = fanout_workflow(n)
+    doc["name"] = "bench-dag"
+    return doc
+
+
+def _flowforge(doc: dict[str, Any], workdir: Path, **params: Any) -> Any:
+    import runpy
+
+    from flowforge.compiler import compile_workflow
+    from flowforge.spec import load_workflow
+
+    compiled = compile_workflow(load_workflow(doc))
+    flow = runpy.run_path(str(compiled.write(workdir / "flows")))[compiled.function]
+    return lambda: asyncio.run(flow(return_state=True, **params))
+
+
+def _prefect_foreach(n: int) -> Any:
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.futures import wait
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="each[{i}]")
+    def each(i: int) -> None:
+        subprocess.run(["bash", "-c", "true"], check=True)
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=WIDTH))
+    async def hand_foreach() -> None:
+        await asyncio.to_thread(wait, list(each.map(range(n))))
+
+    return lambda: asyncio.run(hand_foreach(return_state=True))
+
+
+def _prefect_nested_foreach(n: int) -> Any:
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.futures import wait
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="each[{i}]")
+    def each(i: int) -> None:
+        subprocess.run(["bash", "-c", "true"], check=True)
+
+    @task(cache_policy=NO_CACHE, persist_result=False)
+    def parent() -> None:
+        runner: ThreadPoolTaskRunner[Any]
+        with ThreadPoolTaskRunner(max_workers=WIDTH) as runner:
+            wait(list(runner.map(each, {"i": range(n)})))
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=WIDTH))
+    async def hand_nested() -> None:
+        await asyncio.to_thread(parent.submit().wait)
+
+    return lambda: asyncio.run(hand_nested(return_state=True))
+
+
+def measure_one(kind: str, variant: str, n: int) -> dict[str, float]:
+    """One run in this process: wall time and this process's peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "foreach":
+            fn = (_flowforge(foreach_workflow(n), Path(tmp), n=n) if variant == "flowforge"
+                  else _prefect_nested_foreach(n) if variant == "nested"
+                  else _prefect_foreach(n))
+        else:
+            from bench.etl import prefect_fanout
+
+            fn = _flowforge(dag_workflow(n), Path(tmp)) if variant == "flowforge" \
+                else prefect_fanout(n)
+        start = time.perf_counter()
+        state = fn()
+        wall = time.perf_counter() - start
+    if not state.is_completed():
+        raise RuntimeError(f"{kind} {variant} did not complete: {state}")
+    return {"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_child(kind: str, variant: str, n: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--child", kind, variant, str(n)],
+                         capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def compile_time(n: int, reps: int = 5) -> float:
+    from flowforge.compiler import compile_workflow
+    from flowforge.spec import load_workflow
+
+    doc = dag_workflow(n)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        compile_workflow(load_workflow(json.loads(json.dumps(doc))))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compare(kind: str, n: int, reps: int, baselines: list[str], settle: float = 0) -> None:
+    """FlowForge against each hand-written baseline, variants alternating within a rep.
+
+    `settle` seconds between runs let the server record the last run's events first (after
+    10,000 task runs it answers 503 to new flow runs for a while on this machine)."""
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in ["flowforge", *baselines]}
+    for i in range(reps):
+        order = list(results) if i % 2 == 0 else list(results)[::-1]
+        for variant in order:
+            time.sleep(settle)
+            results[variant].append(run_child(kind, variant, n))
+            print(f"  {kind}{n} {variant}: {results[variant][-1]}", flush=True)
+    ours = statistics.median(r["wall"] for r in results["flowforge"])
+    for variant, runs in results.items():
+        walls = [r["wall"] for r in runs]
+        median = statistics.median(walls)
+        print(f"{kind}{n:<6} {variant:<10} {median:8.2f} s ({min(walls):.2f}-{max(walls):.2f}, "
+              f"median of {reps})  peak RSS {max(r['rss_mb'] for r in runs):6.0f} MB"
+              + ("" if variant == "flowforge" else f"   flowforge/{variant} {ours / median:5.3f}"),
+              flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        print(json.dumps(measure_one(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+        return
+    from bench.etl import prefect_server
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--dag", type=int, nargs="*", default=[1000])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=0, help="seconds of rest before each run")
+    parser.add_argument("--baselines", nargs="*", default=["prefect", "nested"],
+                        help="hand-written for-each variants to compare with")
+    args = parser.parse_args()
+    for n in args.dag:
+        print(f"compile dag{n}: {compile_time(n) * 1000:.0f} ms (validate + compile, median of 5)",
+              flush=True)
+    with tempfile.TemporaryDirectory() as tmp, prefect_server(Path(tmp)):
+        run_child("foreach", "flowforge", 10)  # warm-up: server caches, first flow
+        run_child("foreach", "prefect", 10)
+        for n in args.items:
+            compare("foreach", n, args.reps, args.baselines, args.settle)
+        for n in args.dag:
+            compare("dag", n, args.reps, ["prefect"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""For-each jobs: one Prefect task run per item, mapped when the list is known.
+
+The list usually comes from an upstream's output, so it exists only once the job's own task
+runs; the job task then maps an item task with Prefect's `TaskRunner.map` (other arguments
+`unmapped`) on a `ThreadPoolTaskRunner(max_workers=max_parallel)` of its own. A dedicated pool,
+not the flow's: the job task already holds one of the flow's threads and blocks until its
+items finish, so items queued on the same pool could wait forever (Prefect issue #17060).
+Item task runs are named `job[index]` and are children of the job's task run in the UI.
+
+Items run through the same `WorkflowRun.run_once` as any job, with the item in a context
+variable that the templates (`{{ item }}`) and the helper input (`input()["item"]`) read. Each
+item is a task run of its own, so the job's `retries` apply per item, as with Prefect's map.
+Outputs are collected in item order; failed items leave `None` and an error by index.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flowforge.errors import JobError
+from flowforge.runtime import limits, templates
+
+if TYPE_CHECKING:
+    from prefect import Task
+
+    from flowforge.runtime.run import WorkflowRun
+    from flowforge.spec import Job
+
+_NO_ITEM = object()
+_ITEM: contextvars.ContextVar[Any] = contextvars.ContextVar("flowforge_item", default=_NO_ITEM)
+
+
+def current_item() -> Any:
+    """The for-each item the calling code runs for, or None outside a for-each item."""
+    item = _ITEM.get()
+    return None if item is _NO_ITEM else item
+
+
+def in_item() -> bool:
+    return _ITEM.get() is not _NO_ITEM
+
+
+@dataclass
+class Mapping:
+    """The state of one for-each job's items, shared by its item task runs."""
+
+    items: list[Any]
+    upstream: dict[str, dict[str, Any]]
+    outputs: list[Any]
+    errors: dict[int, str] = field(default_factory=dict)
+    done: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def resolve_items(job: Job, context: dict[str, Any]) -> list[Any]:
+    try:
+        items = templates.render(job.for_each, context)
+    except templates.TemplateError as exc:
+        raise JobError(f"job '{job.name}': for_each: {exc}") from exc
+    if items is None:
+        items = []  # an upstream that produced nothing maps over nothing
+    if not isinstance(items, list):
+        raise JobError(f"job '{job.name}': for_each must give a list, got "
+                       f"{type(items).__name__}: {templates.to_env_value(items)[:200]}")
+    return items
+
+
+def run(run: WorkflowRun, job: Job, upstream: dict[str, dict[str, Any]],
+        item_task: Task[..., Any]) -> list[Any]:
+    """Run every item; the job's output is the list of item outputs in order."""
+    from prefect.futures import PrefectFuture, wait
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect.utilities.annotations import unmapped
+
+    items = resolve_items(job, run.context(job.name))
+    if not items:
+        run.update(job.name, items={"total": 0, "done": 0, "failed": 0})
+        return []
+    mapping = Mapping(items=items, upstream=upstream, outputs=[None] * len(items))
+    run.mappings[job.name] = mapping
+    run.update(job.name, items={"total": len(items), "done": 0, "failed": 0})
+    width = min(len(items), job.max_parallel or run.spec.settings.max_parallel_jobs)
+    runner: ThreadPoolTaskRunner[Any]
+    with ThreadPoolTaskRunner(max_workers=width) as runner:
+        futures: list[PrefectFuture[Any]] = list(runner.map(
+            item_task, {"job": unmapped(job.name), "index": range(len(items))}))
+        wait(futures)
+    failed = [i for i, future in enumerate(futures) if not future.state.is_completed()]
+    for i in failed:
+        mapping.errors.setdefault(i, f"ended {futures[i].state.name}")
+    run.update(job.name, items={"total": len(items), "done": len(items), "failed": len(failed)},
+               item_errors={str(i): run.masker.mask(mapping.errors[i]) for i in failed} or None)
+    if failed and not job.allow_partial:
+        first = mapping.errors[failed[0]]
+        raise JobError(f"job '{job.name}': {len(failed)} of {len(items)} items failed; "
+                       f"first: {job.name}[{failed[0]}]: {first}")
+    return mapping.outputs
+
+
+def run_item(job: str, index: int) -> Any:
+    """The body of one item task run."""
+    from prefect.context import TaskRunContext
+
+    from flowforge.runtime.run import WorkflowRun
+
+    run = WorkflowRun.current()
+    spec = run.jobs[job]
+    mapping = run.mappings[job]
+    if run.stopping.is_set():
+        raise JobError(f"{job}[{index}]: not started, the run is stopping")
+    ctx = TaskRunContext.get()
+    attempt = ctx.task_run.run_count if ctx else 1
+    token = _ITEM.set(mapping.items[index])
+    try:
+        with limits.hold(spec.concurrency):
+            output, _ = run.run_once(spec, mapping.upstream, attempt)
+    except Exception as exc:
+        mapping.errors[index] = exc.message if isinstance(exc, JobError) else (
+            f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        _ITEM.reset(token)
+    mapping.outputs[index] = output
+    mapping.errors.pop(index, None)
+    with mapping.lock:
+        mapping.done += 1
+        done = mapping.done
+    run.update(job, items={"total": len(mapping.items), "done": done,
+                           "failed": len(mapping.errors)})
+    return None
+
+
+__all__ = ["Mapping", "current_item", "in_item", "resolve_items", "run", "run_item"]

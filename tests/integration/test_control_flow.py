@@ -1,0 +1,409 @@
+"""Control flow on the real stack (issue 7): the old plan's examples as workflows.
+
+Branches on a condition job, a for-each fan-out 3 at a time, polling until done, cleanup with
+`one_failed`, fail_fast cancelling a sibling, a run limit of 1 queuing the second run, global
+concurrency limits, and repair / rerun of a finished run.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, create_workflow, jobs_by_name, run_workflow, wait_run
+
+pytestmark = pytest.mark.integration
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def start(api: httpx.Client, name: str, inputs: dict[str, Any] | None = None) -> str:
+    response = api.post(f"/workflows/{name}/runs", json={"inputs": inputs or {}})
+    assert response.status_code == 201, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+def task_run_names(stack: Stack, run_id: str, expected: set[str]) -> set[str]:
+    """Prefect's task-run names of a run, once the server has recorded `expected` (it lags)."""
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + 60
+    with SyncPrefectClient(stack.prefect_url) as client:
+        while True:
+            names = {t.name for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))}
+            if expected <= names or time.monotonic() > deadline:
+                return names
+            time.sleep(1)
+
+
+BRANCHES = """
+name: validate-branches
+inputs:
+  rows: {type: integer}
+jobs:
+  - name: validation
+    runtime: python
+    script: |
+      import flowforge_helpers as ff
+      rows = ff.input()["inputs"]["rows"]
+      ff.output({"rows": rows, "valid": rows > 0})
+  - name: is_valid
+    type: condition
+    needs: [validation]
+    if: "{{ jobs.validation.output.valid and inputs.rows < 1000 }}"
+  - name: process
+    runtime: bash
+    needs: [{job: is_valid, on: true}]
+    env: {ROWS: "{{ jobs.validation.output.rows }}"}
+    script: echo "processing $ROWS rows"
+  - name: send_alert
+    runtime: bash
+    needs: [{job: is_valid, on: false}]
+    script: echo "invalid input"
+"""
+
+
+def test_condition_job_takes_one_branch(api: httpx.Client) -> None:
+    create_workflow(api, BRANCHES)
+    good = jobs_by_name(run_workflow(api, "validate-branches", {"rows": 5}))
+    assert good["is_valid"]["state"] == "COMPLETED"
+    assert good["is_valid"]["output"] == {"result": True} and good["is_valid"]["condition"] is True
+    assert (good["process"]["state"], good["send_alert"]["state"]) == ("COMPLETED", "SKIPPED")
+    assert "is_valid on false" in good["send_alert"]["reason"]
+
+    bad_run = run_workflow(api, "validate-branches", {"rows": 0})
+    assert bad_run["state"] == "COMPLETED", bad_run
+    bad = jobs_by_name(bad_run)
+    assert bad["is_valid"]["output"] == {"result": False}
+    assert (bad["process"]["state"], bad["send_alert"]["state"]) == ("SKIPPED", "COMPLETED")
+
+
+def test_condition_runtime_error_fails_the_job(api: httpx.Client) -> None:
+    create_workflow(api, {"name": "bad-condition", "inputs": {"blob": {"type": "string"}},
+                          "jobs": [{"name": "check", "type": "condition",
+                                    "if": "{{ (inputs.blob | fromjson).ok }}"}]})
+    run = run_workflow(api, "bad-condition", {"blob": "{not json"})
+    assert run["state"] == "FAILED"
+    check = jobs_by_name(run)["check"]
+    assert check["state"] == "FAILED" and "if: template failed" in check["error"]
+
+
+FANOUT = """
+name: fanout
+inputs:
+  dir: {type: string}
+jobs:
+  - name: list_files
+    runtime: python
+    script: |
+      import os, flowforge_helpers as ff
+      d = ff.input()["inputs"]["dir"]
+      ff.output({"files": sorted(os.path.join(d, f) for f in os.listdir(d))})
+  - name: process_file
+    runtime: python
+    needs: [list_files]
+    for_each: "{{ jobs.list_files.output.files }}"
+    max_parallel: 3
+    env: {ITEM: "{{ item }}"}
+    script: |
+      import os, time, flowforge_helpers as ff
+      path = ff.input()["item"]
+      assert path == os.environ["ITEM"]
+      start = time.time(); time.sleep(1)
+      ff.output({"file": os.path.basename(path), "lines": len(open(path).readlines()),
+                 "start": start, "end": time.time()})
+  - name: consolidate
+    runtime: python
+    needs: [process_file]
+    params: {results: "{{ jobs.process_file.output }}"}
+    script: |
+      import flowforge_helpers as ff
+      results = ff.input()["params"]["results"]
+      ff.output({"files": [r["file"] for r in results], "lines": sum(r["lines"] for r in results)})
+  - name: nothing_to_do
+    runtime: bash
+    for_each: []
+    script: exit 1
+  - name: partial
+    runtime: bash
+    for_each: [1, 2, 3]
+    allow_partial: true
+    env: {N: "{{ item }}"}
+    script: '[ "$N" != 2 ]'
+  - name: strict
+    runtime: bash
+    for_each: ["a", "b"]
+    continue_on_error: true
+    env: {X: "{{ item }}"}
+    script: '[ "$X" = a ]'
+"""
+
+
+def test_for_each_fans_out_three_at_a_time(api: httpx.Client, stack: Stack,
+                                           tmp_path: Path) -> None:
+    for i in range(5):
+        (tmp_path / f"file{i}.csv").write_text("x\n" * (i + 1))
+    create_workflow(api, FANOUT)
+    run = run_workflow(api, "fanout", {"dir": str(tmp_path)})
+    assert run["state"] == "COMPLETED", run
+    jobs = jobs_by_name(run)
+    items = jobs["process_file"]["output"]
+    assert [r["file"] for r in items] == [f"file{i}.csv" for i in range(5)]  # item order
+    assert jobs["process_file"]["items"] == {"total": 5, "done": 5, "failed": 0}
+    # at most 3 at a time, and they did overlap
+    moments = sorted({r["start"] for r in items} | {r["end"] for r in items})
+    running = [sum(r["start"] <= t < r["end"] for r in items) for t in moments]
+    assert max(running) == 3
+    assert jobs["consolidate"]["output"] == {"files": [f"file{i}.csv" for i in range(5)],
+                                             "lines": 15}
+    assert (jobs["nothing_to_do"]["state"], jobs["nothing_to_do"]["output"]) == ("COMPLETED", [])
+    assert jobs["partial"]["state"] == "COMPLETED"
+    assert jobs["partial"]["output"] == [None, None, None]  # bash items output nothing
+    assert jobs["partial"]["items"]["failed"] == 1 and "1" in jobs["partial"]["item_errors"]
+    assert jobs["strict"]["state"] == "FAILED"
+    assert "1 of 2 items failed; first: strict[1]" in jobs["strict"]["error"]
+
+    names = task_run_names(stack, run["id"], {f"process_file[{i}]" for i in range(5)})
+    assert {f"process_file[{i}]" for i in range(5)} <= names
+    assert {"partial[0]", "partial[1]", "partial[2]"} <= task_run_names(
+        stack, run["id"], {"partial[2]"})
+
+
+POLL = """
+name: poll-and-clean
+inputs:
+  counter: {type: string}
+jobs:
+  - name: wait_done
+    runtime: bash
+    until: "{{ output.status == 'done' }}"
+    interval: 0.2
+    max_attempts: 10
+    env: {COUNTER: "{{ inputs.counter }}"}
+    script: |
+      source "$FLOWFORGE_HELPERS/flowforge.sh"
+      echo x >> "$COUNTER"
+      n=$(wc -l < "$COUNTER")
+      if [ "$n" -ge 3 ]; then ff_output '{"status": "done"}'; else ff_output '{"status": "running"}'; fi
+  - name: never_done
+    runtime: bash
+    until: "{{ output.status == 'done' }}"
+    interval: 0.1
+    max_attempts: 3
+    script: |
+      source "$FLOWFORGE_HELPERS/flowforge.sh"
+      ff_output '{"status": "running"}'
+  - name: flaky
+    runtime: bash
+    retries: 2
+    retry_delay: 0.2
+    backoff: exponential
+    jitter: 0.1
+    env: {COUNTER: "{{ inputs.counter }}.flaky"}
+    script: 'echo x >> "$COUNTER"; [ "$(wc -l < "$COUNTER")" -ge 3 ]'
+  - name: cleanup
+    runtime: bash
+    needs: [wait_done, never_done, flaky]
+    run_if: one_failed
+    script: echo cleaning up
+"""
+
+
+def test_poll_until_done_backoff_and_cleanup_on_failure(api: httpx.Client,
+                                                       tmp_path: Path) -> None:
+    create_workflow(api, POLL)
+    counter = tmp_path / "counter"
+    run = run_workflow(api, "poll-and-clean", {"counter": str(counter)})
+    assert run["state"] == "FAILED"
+    jobs = jobs_by_name(run)
+    assert jobs["wait_done"]["state"] == "COMPLETED" and jobs["wait_done"]["polls"] == 3
+    assert jobs["wait_done"]["output"] == {"status": "done"}
+    assert counter.read_text().count("x") == 3
+    never = jobs["never_done"]
+    assert never["state"] == "FAILED" and never["polls"] == 3
+    assert "still false after 3 attempts" in never["error"]
+    assert jobs["flaky"]["state"] == "COMPLETED" and jobs["flaky"]["attempts"] == 3
+    assert jobs["cleanup"]["state"] == "COMPLETED"  # one_failed: never_done failed
+
+
+def test_fail_fast_cancels_a_running_sibling(api: httpx.Client, tmp_path: Path) -> None:
+    marker = tmp_path / "finished"
+    create_workflow(api, {
+        "name": "fail-fast",
+        "settings": {"fail_fast": True},
+        "inputs": {"marker": {"type": "string"}},
+        "jobs": [
+            {"name": "slow", "runtime": "bash", "env": {"MARKER": "{{ inputs.marker }}"},
+             "script": 'sleep 30; touch "$MARKER"'},
+            {"name": "boom", "runtime": "bash", "script": "sleep 1; exit 3"},
+            {"name": "after_slow", "runtime": "bash", "needs": ["slow"], "script": "echo no"},
+            {"name": "after_boom", "runtime": "bash", "needs": [{"job": "boom", "on": "failure"}],
+             "script": "echo no"},
+        ],
+    })
+    began = time.monotonic()
+    run = run_workflow(api, "fail-fast", {"marker": str(marker)})
+    assert time.monotonic() - began < 25
+    assert run["state"] == "FAILED"
+    jobs = jobs_by_name(run)
+    assert jobs["boom"]["state"] == "FAILED"
+    assert jobs["slow"]["state"] == "CANCELLED"
+    assert jobs["slow"]["reason"] == "fail_fast: job 'boom' failed"
+    for name in ("after_slow", "after_boom"):
+        assert jobs[name]["state"] == "SKIPPED" and "fail_fast" in jobs[name]["reason"]
+    assert not marker.exists()
+
+
+def test_run_limit_of_one_queues_the_second_run(api: httpx.Client) -> None:
+    create_workflow(api, {
+        "name": "one-at-a-time",
+        "settings": {"max_concurrent_runs": 1, "on_limit": "queue"},
+        "jobs": [{"name": "hold", "runtime": "bash", "script": "sleep 2"}],
+    })
+    first, second = start(api, "one-at-a-time"), start(api, "one-at-a-time")
+    runs = [wait_run(api, first, 180), wait_run(api, second, 180)]
+    assert [r["state"] for r in runs] == ["COMPLETED", "COMPLETED"]
+    spans = sorted((ts(r["jobs"][0]["started_at"]), ts(r["jobs"][0]["ended_at"])) for r in runs)
+    assert spans[1][0] >= spans[0][1]  # the second started after the first ended
+
+
+def test_run_limit_cancel_new(api: httpx.Client) -> None:
+    create_workflow(api, {
+        "name": "only-one",
+        "settings": {"max_concurrent_runs": 1, "on_limit": "cancel_new"},
+        "jobs": [{"name": "hold", "runtime": "bash", "script": "sleep 4"}],
+    })
+    first = start(api, "only-one")
+    deadline = time.monotonic() + 60
+    while api.get(f"/runs/{first}").json()["state"] != "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    second = start(api, "only-one")
+    assert wait_run(api, second, 60)["state"] == "CANCELLED"
+    assert wait_run(api, first, 60)["state"] == "COMPLETED"
+
+
+def test_named_concurrency_limit_is_shared(api: httpx.Client, stack: Stack) -> None:
+    create_workflow(api, {
+        "name": "gpu-jobs",
+        "settings": {"execution": "dag"},
+        "jobs": [{"name": f"train_{i}", "runtime": "bash", "concurrency": ["ff-test-gpu"],
+                  "script": "sleep 1"} for i in range(2)],
+    })
+    with httpx.Client(base_url=stack.prefect_url, timeout=30) as prefect:
+        limit = prefect.get("/v2/concurrency_limits/ff-test-gpu").json()
+    assert limit["limit"] == 1  # created by the sync, one slot
+    run = run_workflow(api, "gpu-jobs")
+    assert run["state"] == "COMPLETED", run
+    starts = [ts(j["started_at"]) for j in run["jobs"]]
+    ends = [ts(j["ended_at"]) for j in run["jobs"]]
+    # both jobs start waiting at once; holding the one slot in turn, they take 2 s or more
+    assert (max(ends) - min(starts)).total_seconds() >= 2, run["jobs"]
+
+    resized = api.put("/concurrency-limits/ff-test-gpu", json={"limit": 2})
+    assert resized.status_code == 200 and resized.json()["limit"] == 2
+    assert "ff-test-gpu" in [x["name"] for x in api.get("/concurrency-limits").json()]
+    create_workflow(api, {"name": "gpu-jobs-2", "jobs": [  # the sync keeps the size it found
+        {"name": "t", "runtime": "bash", "concurrency": ["ff-test-gpu"], "script": "true"}]})
+    assert api.get("/concurrency-limits/ff-test-gpu").json()["limit"] == 2
+    assert api.get("/concurrency-limits/nope-missing").status_code == 404
+    assert api.put("/concurrency-limits/Bad%20Name", json={"limit": 1}).status_code == 422
+
+
+REPAIR = """
+name: repairable
+inputs:
+  dir: {type: string}
+jobs:
+  - name: extract
+    runtime: bash
+    env: {DIR: "{{ inputs.dir }}"}
+    script: |
+      source "$FLOWFORGE_HELPERS/flowforge.sh"
+      echo x >> "$DIR/extract.count"
+      ff_output '{"rows": 42}'
+  - name: load_config
+    runtime: bash
+    env: {DIR: "{{ inputs.dir }}"}
+    script: |
+      source "$FLOWFORGE_HELPERS/flowforge.sh"
+      echo x >> "$DIR/config.count"
+      mode=$(cat "$DIR/config.txt") || exit 1
+      ff_output "{\\"mode\\": \\"$mode\\"}"
+  - name: transform
+    runtime: bash
+    needs: [extract, load_config]
+    env: {ROWS: "{{ jobs.extract.output.rows }}", MODE: "{{ jobs.load_config.output.mode }}"}
+    script: |
+      source "$FLOWFORGE_HELPERS/flowforge.sh"
+      ff_output "{\\"result\\": \\"$MODE-$ROWS\\"}"
+  - name: independent
+    runtime: bash
+    env: {DIR: "{{ inputs.dir }}"}
+    script: echo x >> "$DIR/independent.count"
+"""
+
+
+def test_repair_reruns_only_the_failed_job_and_its_dependants(api: httpx.Client,
+                                                               tmp_path: Path) -> None:
+    create_workflow(api, REPAIR)
+    first = run_workflow(api, "repairable", {"dir": str(tmp_path)})
+    assert first["state"] == "FAILED"
+    states = {n: j["state"] for n, j in jobs_by_name(first).items()}
+    assert states == {"extract": "COMPLETED", "load_config": "FAILED",
+                      "transform": "UPSTREAM_FAILED", "independent": "COMPLETED"}
+    (tmp_path / "config.txt").write_text("fast")  # fix the cause
+    response = api.post(f"/runs/{first['id']}/repair", json={})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["repair_of"] == first["id"]
+    assert body["rerun"] == ["load_config", "transform"]
+    assert body["reused"] == ["extract", "independent"]
+    repaired = wait_run(api, body["run_id"])
+    assert repaired["state"] == "COMPLETED", repaired
+    assert repaired["trigger"]["type"] == "repair"
+    assert repaired["trigger"]["repair_of"] == first["id"]
+    jobs = jobs_by_name(repaired)
+    assert jobs["extract"]["reused"] is True and jobs["extract"]["output"] == {"rows": 42}
+    assert jobs["independent"]["reused"] is True
+    assert jobs["load_config"]["reused"] is False
+    assert jobs["transform"]["output"] == {"result": "fast-42"}
+    # reused jobs did not run again; the fixed one did
+    assert (tmp_path / "extract.count").read_text().count("x") == 1
+    assert (tmp_path / "independent.count").read_text().count("x") == 1
+    assert (tmp_path / "config.count").read_text().count("x") == 2
+
+    nothing = api.post(f"/runs/{repaired['id']}/repair")
+    assert nothing.status_code == 409 and "nothing to repair" in nothing.json()["error"]["message"]
+
+
+def test_rerun_with_same_and_new_inputs(api: httpx.Client, tmp_path: Path) -> None:
+    create_workflow(api, {
+        "name": "echo-input",
+        "inputs": {"word": {"type": "string"}, "times": {"type": "integer", "default": 1}},
+        "jobs": [{"name": "say", "runtime": "python", "script":
+                  "import flowforge_helpers as ff\ni = ff.input()['inputs']\n"
+                  "ff.output(i['word'] * i['times'])"}],
+    })
+    first = run_workflow(api, "echo-input", {"word": "ab", "times": 2})
+    same = api.post(f"/runs/{first['id']}/rerun")
+    assert same.status_code == 201, same.text
+    assert same.json()["rerun_of"] == first["id"]
+    again = wait_run(api, same.json()["run_id"])
+    assert again["jobs"][0]["output"] == "abab" and again["trigger"]["rerun_of"] == first["id"]
+    changed = api.post(f"/runs/{first['id']}/rerun", json={"inputs": {"word": "z"}})
+    assert wait_run(api, changed.json()["run_id"])["jobs"][0]["output"] == "zz"
+    bad = api.post(f"/runs/{first['id']}/rerun", json={"inputs": {"times": "x"}})
+    assert bad.status_code == 422
+    assert api.post("/runs/00000000-0000-0000-0000-000000000000/rerun").status_code == 404
