@@ -101,4 +101,20 @@ class Publisher:
             logging.getLogger("flowforge.publisher").warning("could not publish the table: %s", exc)
 
 
-__all__ = ["ARTIFACT_TYPE", "Publisher", "summary_output"]
+def read_run_summary(client: Any, flow_run_id: UUID) -> dict[str, Any] | None:
+    """The `flowforge-run` artifact of a flow run (its per-job summary and outputs), if any."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterType,
+    )
+
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=[ARTIFACT_TYPE]),
+                                       flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
+        limit=1)
+    data = artifacts[0].data if artifacts else None
+    return data if isinstance(data, dict) else None
+
+
+__all__ = ["ARTIFACT_TYPE", "Publisher", "read_run_summary", "summary_output"]

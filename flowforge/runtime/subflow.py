@@ -22,6 +22,7 @@ from typing import Any, Final
 from uuid import UUID
 
 from flowforge.errors import JobError
+from flowforge.runtime.publisher import read_run_summary
 
 POLL_SECONDS: Final = 0.5
 
@@ -29,24 +30,6 @@ POLL_SECONDS: Final = 0.5
 def deployment_for(workflow: str) -> str:
     """The deployment FlowForge creates for a workflow: flow and deployment share its name."""
     return f"{workflow}/{workflow}"
-
-
-def read_run_summary(client: Any, flow_run_id: UUID) -> dict[str, Any] | None:
-    """The `flowforge-run` artifact of a flow run (its per-job summary and outputs), if any."""
-    from prefect.client.schemas.filters import (
-        ArtifactFilter,
-        ArtifactFilterFlowRunId,
-        ArtifactFilterType,
-    )
-
-    from flowforge.runtime.publisher import ARTIFACT_TYPE
-
-    artifacts = client.read_artifacts(
-        artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=[ARTIFACT_TYPE]),
-                                       flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])),
-        limit=1)
-    data = artifacts[0].data if artifacts else None
-    return data if isinstance(data, dict) else None
 
 
 def start(workflow: str, parameters: dict[str, Any], idempotency_key: str) -> UUID:
@@ -115,4 +98,4 @@ def run(workflow: str, inputs: dict[str, Any], *, wait: bool, trigger: dict[str,
     return wait_for(workflow, run_id, timeout, stopping, log)
 
 
-__all__ = ["deployment_for", "read_run_summary", "run", "start", "wait_for"]
+__all__ = ["deployment_for", "run", "start", "wait_for"]

@@ -15,13 +15,8 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    ArtifactFilterType,
-)
 
-from flowforge.runtime.publisher import ARTIFACT_TYPE
+from flowforge.runtime.publisher import read_run_summary
 
 _RUN_ID = re.compile(r"prefect\.flow-run\.([0-9a-fA-F-]{36})")
 log = logging.getLogger("flowforge.upstream")
@@ -52,11 +47,7 @@ def enrich(trigger: dict[str, Any] | None) -> dict[str, Any] | None:
         with get_client(sync_client=True) as client:
             for run_id in ids:
                 flow_run = client.read_flow_run(UUID(run_id))
-                artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-                    type=ArtifactFilterType(any_=[ARTIFACT_TYPE]),
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(run_id)])), limit=1)
-                summary = artifacts[0].data if artifacts else None
-                summary = summary if isinstance(summary, dict) else {}
+                summary = read_run_summary(client, UUID(run_id)) or {}
                 name = summary.get("workflow")
                 if name is None:
                     name = client.read_flow(flow_run.flow_id).name

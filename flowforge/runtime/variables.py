@@ -12,6 +12,7 @@ value is at most 5,000 characters as JSON.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, Final
@@ -62,32 +63,24 @@ def read_all() -> dict[str, Any]:
 def write(changes: dict[str, Any]) -> None:
     """Apply a job's `set_variable` calls; last writer wins per key, no write is lost."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     for key, value in changes.items():
         problem = name_problem(key) or value_problem(value)
         if problem:
             raise JobError(f"could not set variable '{key[:80]}': {problem}")
-    with get_client(sync_client=True) as client:
-        for key, value in changes.items():
-            for _ in range(5):
+
+    async def apply() -> None:  # the job runs in a worker thread: no event loop is running
+        async with get_client() as client:
+            for key, value in changes.items():
                 try:
-                    if client.read_variable_by_name(key) is not None:
-                        client.update_variable(VariableUpdate(name=key, value=value))
-                    else:
-                        client.create_variable(VariableCreate(name=key, value=value))
-                    break
-                except (ObjectAlreadyExists, ObjectNotFound):
-                    continue  # created or deleted by someone else meanwhile: try again
-                except httpx.HTTPStatusError as exc:
-                    if exc.response.status_code == 404:  # update after a concurrent delete
-                        continue
-                    raise JobError(f"could not set variable '{key}': {exc}") from exc
+                    await put(client, key, value)
+                except ConflictError:
+                    raise JobError(f"could not set variable '{key}': it kept changing "
+                                   "under us") from None
                 except Exception as exc:
                     raise JobError(f"could not set variable '{key}': {exc}") from exc
-            else:
-                raise JobError(f"could not set variable '{key}': it kept changing under us")
+
+    asyncio.run(apply())
 
 
 async def put(client: Any, key: str, value: Any) -> None:
