@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -327,7 +328,8 @@ def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Cli
     """A worker SIGKILLed mid-job leaves its container; the next run with container jobs
     removes it, and so do `flowforge gc` and `flowforge up`'s reaper, since Prefect knows no
     live run of that id."""
-    first, second = "00000000-0000-4000-8000-00000000dea1", "00000000-0000-4000-8000-00000000dea2"
+    # Fresh ids: concurrent test sessions share one engine and must not see each other's.
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
     orphan_container(first, tmp_path, docker_stack.prefect_url)
     create_workflow(dapi, {"name": "reaps", "jobs": [
         {"name": "j", "runtime": "bash", "script": "true", "target": {"container": {}}}]})
