@@ -12,8 +12,9 @@ per item or job) with the same thread width:
   `ThreadPoolTaskRunner(max_workers=10)`), the way Prefect's docs show it; `nested` maps inside
   a parent task on a `ThreadPoolTaskRunner(max_workers=10)` of its own, which is what
   FlowForge's generated flow does (the list is known only when the job runs);
-* dag N: one root, N-2 parallel jobs, one sink, 10 threads  vs  `submit(wait_for=...)`; plus
-  the time to validate and compile the N-job document (median of 5).
+* dag N: one root, N-2 parallel jobs, one sink, 10 threads  vs  `submit(wait_for=...)` in an
+  async flow (`prefect`, as `bench/etl.py`) and in a sync flow (`sync`); plus the time to
+  validate and compile the N-job document (median of 5).
 
 Each measured run is a fresh Python process (so peak RSS, `ru_maxrss`, is that variant's own);
 the variants alternate. A Prefect server is started on a free port unless PREFECT_API_URL is set.
@@ -103,6 +104,27 @@ def _prefect_nested_foreach(n: int) -> Any:
     return lambda: asyncio.run(hand_nested(return_state=True))
 
 
+def _prefect_sync_dag(n: int) -> Any:
+    """The DAG as a sync flow: Prefect's flow engine then shares one sync client with every
+    task thread, which an async flow (as `bench/etl.py` writes it) does not."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    @task(cache_policy=NO_CACHE, persist_result=False)
+    def noop() -> None:
+        subprocess.run(["bash", "-c", "true"], check=True)
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=WIDTH))
+    def hand_sync_fanout() -> None:
+        root = noop.with_options(name="root").submit()
+        mids = [noop.with_options(name=f"mid{i:04d}").submit(wait_for=[root])
+                for i in range(n - 2)]
+        noop.with_options(name="sink").submit(wait_for=mids).wait()
+
+    return lambda: hand_sync_fanout(return_state=True)
+
+
 def measure_one(kind: str, variant: str, n: int) -> dict[str, float]:
     """One run in this process: wall time and this process's peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,8 +135,8 @@ def measure_one(kind: str, variant: str, n: int) -> dict[str, float]:
         else:
             from bench.etl import prefect_fanout
 
-            fn = _flowforge(dag_workflow(n), Path(tmp)) if variant == "flowforge" \
-                else prefect_fanout(n)
+            fn = (_flowforge(dag_workflow(n), Path(tmp)) if variant == "flowforge"
+                  else _prefect_sync_dag(n) if variant == "sync" else prefect_fanout(n))
         start = time.perf_counter()
         state = fn()
         wall = time.perf_counter() - start
@@ -145,15 +167,21 @@ def compile_time(n: int, reps: int = 5) -> float:
     return statistics.median(times)
 
 
-def compare(kind: str, n: int, reps: int, baselines: list[str], settle: float = 0) -> None:
+def compare(kind: str, n: int, reps: int, baselines: list[str], settle: float = 0,
+            server: int | None = None) -> None:
     """FlowForge against each hand-written baseline, variants alternating within a rep.
 
-    `settle` seconds between runs let the server record the last run's events first (after
-    10,000 task runs it answers 503 to new flow runs for a while on this machine)."""
+    Before each run the server (`server`, its PID, when the bench started it) must be idle,
+    having recorded the last run's events (after 1,000+ task runs it is busy for minutes and
+    answers 503 to new flow runs), then `settle` more seconds pass."""
     results: dict[str, list[dict[str, float]]] = {v: [] for v in ["flowforge", *baselines]}
     for i in range(reps):
         order = list(results) if i % 2 == 0 else list(results)[::-1]
         for variant in order:
+            if server is not None:
+                from bench.etl import wait_idle
+
+                wait_idle(server)
             time.sleep(settle)
             results[variant].append(run_child(kind, variant, n))
             print(f"  {kind}{n} {variant}: {results[variant][-1]}", flush=True)
@@ -184,13 +212,14 @@ def main() -> None:
     for n in args.dag:
         print(f"compile dag{n}: {compile_time(n) * 1000:.0f} ms (validate + compile, median of 5)",
               flush=True)
-    with tempfile.TemporaryDirectory() as tmp, prefect_server(Path(tmp)):
+    with tempfile.TemporaryDirectory() as tmp, prefect_server(Path(tmp)) as server:
+        pid = server.pid if server is not None else None
         run_child("foreach", "flowforge", 10)  # warm-up: server caches, first flow
         run_child("foreach", "prefect", 10)
         for n in args.items:
-            compare("foreach", n, args.reps, args.baselines, args.settle)
+            compare("foreach", n, args.reps, args.baselines, args.settle, pid)
         for n in args.dag:
-            compare("dag", n, args.reps, ["prefect"])
+            compare("dag", n, args.reps, ["prefect", "sync"], args.settle, pid)
 
 
 if __name__ == "__main__":

@@ -152,15 +152,36 @@ def start_server(home: Path) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def prefect_server(tmp: Path) -> Iterator[None]:
-    """A Prefect server for the benchmark, unless PREFECT_API_URL names one already."""
+def prefect_server(tmp: Path) -> Iterator[subprocess.Popen[bytes] | None]:
+    """A Prefect server for the benchmark (yielded), unless PREFECT_API_URL names one already."""
     server = None if os.environ.get("PREFECT_API_URL") else start_server(tmp / "prefect")
     try:
-        yield
+        yield server
     finally:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+
+
+def wait_idle(pid: int, below: float = 0.05, window: float = 3.0, limit: float = 900.0) -> float:
+    """Wait until process `pid` uses under `below` of a core over `window` s; returns the wait.
+
+    After a large run the server spends minutes digesting its events (and answers 503 to new
+    flow runs meanwhile); a run measured then times the server's backlog, not the flow.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = cpu()
+        time.sleep(window)
+        if (cpu() - before) / window < below:
+            break
+    return time.monotonic() - start
 
 
 def compare(label: str, ours: Callable[[], Any], theirs: Callable[[], Any], reps: int) -> None:

@@ -44,7 +44,10 @@ class Stack:
     process: subprocess.Popen[bytes]
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=60, **kwargs)
+        # Generous: on a loaded two-core machine Prefect on SQLite answers slowly, and the
+        # API's Prefect client retries timeouts and 503s (Prefect's own backoff) before it
+        # gives up; a request that takes over a minute then is slow, not broken.
+        return httpx.Client(base_url=self.api_url, timeout=180, **kwargs)
 
 
 def _child_env(**extra: str) -> dict[str, str]:

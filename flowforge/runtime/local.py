@@ -138,7 +138,8 @@ class LocalExecutor:
             return failed(f"timeout must be positive, got {job.timeout}")
         try:
             script_path = workdir.prepare(job_dir, input=job.input, variables=job.variables,
-                                          event=job.event, script=job.script, runtime=job.runtime)
+                                          event=job.event, script=job.script, runtime=job.runtime,
+                                          helpers=False)
             argv = workdir.command_for(job.runtime, script_path, python=self.python)
             env = self._environment(job, job_dir)
         except ValueError as exc:
@@ -190,7 +191,7 @@ class LocalExecutor:
             if not isinstance(value, str) or "\0" in value:
                 raise ValueError(f"job env: {key} must be a string without NUL characters")
             env[key] = value
-        helpers = workdir.helper_env(job_dir)
+        helpers = workdir.helper_env(job_dir, workdir.HELPERS_SOURCE)
         for key in ("NODE_PATH", "PYTHONPATH"):
             if env.get(key):
                 helpers[key] = helpers[key] + os.pathsep + env[key]

@@ -9,14 +9,16 @@ synchronous one, so a 500-job run does not make 500 API calls.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate, ArtifactUpdate
+
+from flowforge.runtime.prefect_client import sync_client
 
 ARTIFACT_TYPE = "flowforge-run"
 MAX_OUTPUT_BYTES = 64 * 1024
@@ -42,10 +44,12 @@ class Publisher:
         self._stop = threading.Event()
         self._artifact_id: UUID | None = None
         self._write_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name="flowforge-publisher",
-                                        daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        # In the caller's context, so the writer uses the run's shared Prefect client.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._loop,),
+                                        name="flowforge-publisher", daemon=True)
         self._dirty.set()
         self._thread.start()
 
@@ -65,7 +69,7 @@ class Publisher:
         # Best effort while running: a missed intermediate update is repaired by the next one.
         with self._write_lock:
             try:
-                with get_client(sync_client=True) as client:
+                with sync_client() as client:
                     if self._artifact_id is None:
                         artifact = client.create_artifact(ArtifactCreate(
                             type=ARTIFACT_TYPE, data=summary,
@@ -84,14 +88,15 @@ class Publisher:
         """Stop the background writer and write the final summary, plus a table for people."""
         self._stop.set()
         self._dirty.set()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._write(final)
         rows = [{"job": j["name"], "state": j["state"], "started_at": j["started_at"] or "",
                  "ended_at": j["ended_at"] or "", "reason": j["reason"] or "",
                  "error": (j["error"] or "")[:300],
                  "output": json.dumps(j["output"], default=str)[:300]} for j in final["jobs"]]
         try:
-            with get_client(sync_client=True) as client:
+            with sync_client() as client:
                 client.create_artifact(ArtifactCreate(
                     type="table", data=json.dumps(rows), flow_run_id=UUID(self.flow_run_id),
                     description=f"FlowForge jobs of this run: {final['state']}"))

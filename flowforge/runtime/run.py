@@ -14,6 +14,7 @@ Prefect's own task-run records may trail by tens of seconds (DESIGN §8).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from prefect import Task, get_run_logger
 from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext, TaskRunContext
+from prefect.context import FlowRunContext, SyncClientContext, TaskRunContext
 from prefect.futures import PrefectFuture, wait
 from prefect.states import Completed, Failed, State
 
@@ -77,6 +78,7 @@ class WorkflowRun:
         # Secret values loaded by this run's jobs; masked in every output, error and log line.
         self.masker = Masker()
         self._ssh: Any = None  # the run's SshPool, opened by its first ssh job
+        self._exits = contextlib.ExitStack()  # the shared Prefect client, closed by finish()
 
     @classmethod
     def start(cls, spec: Workflow, inputs: dict[str, Any],
@@ -88,6 +90,9 @@ class WorkflowRun:
         from flowforge.runtime.upstream import enrich  # upstream outputs for dependency runs
 
         run = cls(spec, str(ctx.flow_run.id), inputs, enrich(trigger), repair)
+        # Entered here, in the flow body, so every job's task thread inherits one client
+        # instead of building two per task run (see flowforge.runtime.prefect_client).
+        run._exits.enter_context(SyncClientContext.get_or_create())
         with _RUNS_LOCK:
             _RUNS[run.flow_run_id] = run
         if any(j.target is not None and j.target.container is not None for j in spec.jobs):
@@ -349,6 +354,14 @@ class WorkflowRun:
     async def finish(self, futures: list[PrefectFuture[Any]]) -> State:
         """Wait for every job, then return the run's own final state (DESIGN §5)."""
         try:
+            return await self._finish(futures)
+        finally:
+            with _RUNS_LOCK:
+                _RUNS.pop(self.flow_run_id, None)
+            self._exits.close()
+
+    async def _finish(self, futures: list[PrefectFuture[Any]]) -> State:
+        try:
             # `wait` blocks; run it in a thread so the flow's event loop stays free.
             await asyncio.to_thread(wait, futures)
         except BaseException:
@@ -366,8 +379,6 @@ class WorkflowRun:
         state = "FAILED" if failed or output_error else "COMPLETED"
         summary = self.summary(state, outputs)
         await asyncio.to_thread(self.publisher.close, summary)
-        with _RUNS_LOCK:
-            _RUNS.pop(self.flow_run_id, None)
         if state == "FAILED":
             message = (f"failed jobs: {', '.join(failed)}" if failed else "") or output_error
             return Failed(message=message, data=summary)

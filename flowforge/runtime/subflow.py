@@ -54,12 +54,13 @@ def start(workflow: str, parameters: dict[str, Any], idempotency_key: str) -> UU
 def wait_for(workflow: str, run_id: UUID, timeout: float | None, stopping: threading.Event,
              log: Callable[[str], None]) -> Any:
     """Wait for the sub-run to end; return its outputs or raise `JobError` with why it failed."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.states import State
 
+    from flowforge.runtime.prefect_client import sync_client
+
     deadline = None if timeout is None else time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         while True:
             flow_run = client.read_flow_run(run_id)
             if flow_run.state is not None and flow_run.state.is_final():

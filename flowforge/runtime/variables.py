@@ -44,11 +44,12 @@ def value_problem(value: Any) -> str | None:
 
 def read_all() -> dict[str, Any]:
     """Every variable, page by page (the server answers at most a page at a time)."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import Variable
 
+    from flowforge.runtime.prefect_client import sync_client
+
     out: dict[str, Any] = {}
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         offset = 0
         while True:
             response = client.request("POST", "/variables/filter",

@@ -407,3 +407,40 @@ def test_rerun_with_same_and_new_inputs(api: httpx.Client, tmp_path: Path) -> No
     bad = api.post(f"/runs/{first['id']}/rerun", json={"inputs": {"times": "x"}})
     assert bad.status_code == 422
     assert api.post("/runs/00000000-0000-0000-0000-000000000000/rerun").status_code == 404
+
+
+def test_one_prefect_client_serves_every_job_of_a_run(stack: Stack, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generated (async) flow shares one sync Prefect client with its jobs' task threads and
+    for-each items. Without it Prefect builds two per task run, each loading the CA bundle into
+    a new SSL context: ~80 % of a 1,000-job run's CPU (docs/performance.md)."""
+    import asyncio
+    import runpy
+
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flowforge.compiler import compile_workflow
+    from flowforge.spec import load_workflow
+
+    compiled = compile_workflow(load_workflow({
+        "name": "shared-client",
+        "jobs": [*({"name": f"j{i}", "runtime": "bash", "script": "true"} for i in range(10)),
+                 {"name": "each", "runtime": "bash", "script": "true", "needs": ["j0"],
+                  "for_each": "{{ range(10) | list }}", "max_parallel": 5}]}))
+    flow = runpy.run_path(str(compiled.write(tmp_path / "flows")))[compiled.function]
+    built: list[int] = []
+    original = SyncPrefectClient.__init__
+
+    def counting(self: SyncPrefectClient, *args: Any, **kwargs: Any) -> None:
+        built.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyncPrefectClient, "__init__", counting)
+    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_url}):
+        state = asyncio.run(flow(return_state=True))
+    assert state.is_completed(), state
+    summary = state.result()
+    assert [j["state"] for j in summary["jobs"]] == ["COMPLETED"] * 11
+    assert summary["jobs"][-1]["output"] == [None] * 10
+    assert len(built) <= 3, f"{len(built)} sync clients for 21 task runs"  # was 2 per task run

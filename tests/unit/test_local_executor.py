@@ -334,16 +334,30 @@ def test_bad_job_data_fails_before_anything_runs() -> None:
     assert result.error is not None and "invalid variable name" in result.error
 
 
-def test_job_dir_is_self_contained_and_removed_unless_kept(tmp_path: Path) -> None:
-    result, _ = run("bash", "pwd", executor=LocalExecutor(keep_dirs=True), work_root=tmp_path / "work")
+def test_job_dir_holds_the_job_and_is_removed_unless_kept(tmp_path: Path) -> None:
+    """A local job reads the installed helpers (no per-job copies: they were a tenth of a
+    10,000-item for-each's system time) and gets no variables.json when it reads no variables."""
+    result, log = run("bash", 'echo "$FLOWFORGE_HELPERS"; pwd',
+                      executor=LocalExecutor(keep_dirs=True), work_root=tmp_path / "work")
     assert result.job_dir is not None and result.job_dir.parent == tmp_path / "work"
-    assert sorted(p.name for p in (result.job_dir / "_helpers").iterdir()) == sorted(workdir.HELPER_FILES)
+    assert log.text("stdout")[0] == str(workdir.HELPERS_SOURCE)
+    assert sorted(p.name for p in result.job_dir.iterdir()) == ["event.json", "input.json", "script.sh"]
     assert json.loads((result.job_dir / "input.json").read_text()) == INPUT
-    assert (result.job_dir / "script.sh").read_text() == "pwd\n"
+    assert (result.job_dir / "script.sh").read_text() == 'echo "$FLOWFORGE_HELPERS"; pwd\n'
 
     result, log = run("bash", "pwd", work_root=tmp_path / "work2")
     assert result.job_dir is None
     assert not Path(log.text("stdout")[0]).exists()
+
+
+def test_prepare_for_remote_executors_copies_the_helpers(tmp_path: Path) -> None:
+    """Containers and SSH servers cannot see the installed helpers: the directory carries
+    copies, and the variables the job may read."""
+    script = workdir.prepare(tmp_path, input={}, variables={"k": [1]}, event={}, script="true",
+                             runtime="bash")
+    assert script == tmp_path / "script.sh"
+    assert sorted(p.name for p in (tmp_path / "_helpers").iterdir()) == sorted(workdir.HELPER_FILES)
+    assert json.loads((tmp_path / "variables.json").read_text()) == {"k": [1]}
 
 
 # -- the protocol and the process registry on their own ----------------------------------------

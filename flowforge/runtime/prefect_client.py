@@ -1,0 +1,39 @@
+"""One sync Prefect client per flow run, shared by every job's task thread.
+
+Prefect's task engine needs a sync client for every task run. In a sync flow it finds one in
+the `SyncClientContext` that the flow engine entered and the thread-pool runner copied into
+the task's thread; in an async flow, which the generated flows are, there is none, so each task
+run builds two `SyncPrefectClient`s, and each build loads the CA bundle into a new SSL context.
+Profiled with py-spy on a 1,000-job DAG, that was the largest single CPU cost of the run (about
+30 % of all samples), paid by hand-written async flows too. `WorkflowRun.start` therefore enters
+a `SyncClientContext` in the flow body, before any job is submitted, which is what a sync flow
+does; every task run, for-each item and FlowForge helper of the run then uses that one client
+(httpx clients are thread-safe).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.context import SyncClientContext
+
+
+@contextmanager
+def sync_client() -> Iterator[Any]:
+    """The run's shared client when there is one, else a fresh client closed after use.
+
+    The shared client is handed out without entering it again: its enter/exit count is a plain
+    integer that concurrent threads could corrupt, closing the client under everyone else.
+    """
+    ctx = SyncClientContext.get()
+    if ctx is not None:
+        yield ctx.client
+        return
+    with get_client(sync_client=True) as client:
+        yield client
+
+
+__all__ = ["sync_client"]
