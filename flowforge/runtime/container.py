@@ -87,6 +87,8 @@ class ContainerExecutor(LocalExecutor):
     differs.
     """
 
+    helpers_dir = None  # the container sees only the job directory: it carries the copies
+
     def __init__(self, options: ContainerTarget, *, kill_grace: float = 3.0,
                  keep_dirs: bool = False, client: Any = None) -> None:
         # base_env: a container inherits nothing from this process, only the target's env.

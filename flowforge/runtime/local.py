@@ -103,6 +103,10 @@ def _slug(name: str) -> str:
 class LocalExecutor:
     """Runs script jobs on this machine. Safe to share between threads (it holds no run state)."""
 
+    #: Where the job's script finds the helpers: the installed ones, since a local script sees
+    #: this filesystem; None means the copies `workdir.prepare` puts in the job directory.
+    helpers_dir: Path | None = workdir.HELPERS_SOURCE
+
     def __init__(self, *, keep_dirs: bool = False, kill_grace: float = 3.0, python: str | None = None,
                  base_env: Mapping[str, str] | None = None) -> None:
         """`base_env` is the environment jobs inherit (filtered); None means this process's own,
@@ -140,7 +144,7 @@ class LocalExecutor:
         try:
             script_path = workdir.prepare(job_dir, input=job.input, variables=job.variables,
                                           event=job.event, script=job.script, runtime=job.runtime,
-                                          helpers=False)
+                                          helpers=self.helpers_dir is None)
             argv = workdir.command_for(job.runtime, script_path, python=self.python)
             env = self._environment(job, job_dir)
         except ValueError as exc:
@@ -192,7 +196,7 @@ class LocalExecutor:
             if not isinstance(value, str) or "\0" in value:
                 raise ValueError(f"job env: {key} must be a string without NUL characters")
             env[key] = value
-        helpers = workdir.helper_env(job_dir, workdir.HELPERS_SOURCE)
+        helpers = workdir.helper_env(job_dir, self.helpers_dir)
         for key in ("NODE_PATH", "PYTHONPATH"):
             if env.get(key):
                 helpers[key] = helpers[key] + os.pathsep + env[key]
