@@ -289,15 +289,16 @@ def prefect_run_finished(run_id: str) -> bool:
     """
     from uuid import UUID
 
-    from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
+
+    from flowforge.runtime.prefect_client import sync_client
 
     try:
         flow_run_id = UUID(run_id)
     except ValueError:
         return True
     try:
-        with get_client(sync_client=True) as client:
+        with sync_client() as client:
             run = client.read_flow_run(flow_run_id)
     except ObjectNotFound:
         return True

@@ -14,8 +14,7 @@ import re
 from typing import Any
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
-
+from flowforge.runtime.prefect_client import sync_client
 from flowforge.runtime.publisher import read_run_summary
 
 _RUN_ID = re.compile(r"prefect\.flow-run\.([0-9a-fA-F-]{36})")
@@ -44,7 +43,7 @@ def enrich(trigger: dict[str, Any] | None) -> dict[str, Any] | None:
     out["upstream_run_ids"] = ids
     upstream: dict[str, Any] = {}
     try:
-        with get_client(sync_client=True) as client:
+        with sync_client() as client:
             for run_id in ids:
                 flow_run = client.read_flow_run(UUID(run_id))
                 summary = read_run_summary(client, UUID(run_id)) or {}

@@ -5,9 +5,9 @@ files, so the helpers behave the same everywhere and the directory can be bind-m
 container or uploaded over SFTP as it is. `prepare` makes the directory self-contained (inputs,
 the script and a copy of the helper files) for executors whose script cannot see this machine;
 the local executor points the script at the installed helpers instead, because at 10,000
-for-each items the copies were a tenth of the run's system time. `collect` reads the script's results back and
-turns anything malformed into an error message rather than an exception, because a broken
-`output.json` is the job's failure, not the executor's.
+for-each items the copies were a tenth of the run's system time. `collect` reads the script's
+results back and turns anything malformed into an error message rather than an exception,
+because a broken `output.json` is the job's failure, not the executor's.
 
 Files (all UTF-8 JSON):
 
