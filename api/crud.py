@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -180,15 +181,30 @@ async def store(session: AsyncSession, wf: Workflow, existing: WorkflowRow | Non
     return row
 
 
-async def sync_row(session: AsyncSession, row: WorkflowRow, target: DeployTarget) -> WorkflowRow:
+async def sync_row(session: AsyncSession, row: WorkflowRow, target: DeployTarget,
+                   *, unless_synced: bool = False) -> WorkflowRow:
     """Bring Prefect in line with one row; record the outcome on the row, never raise.
 
     A failure leaves the definition stored and marked: `pending` when Prefect was unreachable
     (the sync loop retries), `error` when Prefect refused it.
+
+    `unless_synced` is for callers that picked the row *because* it was not synced (the
+    background loop, a run start): once the lock is theirs they re-read it and leave it alone
+    if a request synced it meanwhile. Without that the loop, having read a row while its
+    POST was still deploying, deployed it a second time seconds later and undid whatever was
+    changed in Prefect in between (a deleted schedule came back, a paused automation resumed:
+    the intermittent `sync --check` failure in CI).
     """
     # One sync per workflow at a time in this process: a DELETE and the background loop
     # otherwise race to remove the same deployment and the same row (seen in CI).
     async with _sync_locks.setdefault(row.name, asyncio.Lock()):
+        if unless_synced:
+            try:
+                await session.refresh(row)
+            except InvalidRequestError:  # purged meanwhile by a DELETE's sync
+                return row
+            if row.sync_status == "synced" and row.deployment_id:
+                return row
         try:
             if row.deleted:
                 await prefect_sync.undeploy(row.name, target)
@@ -222,7 +238,7 @@ async def sync_all(session: AsyncSession, target: DeployTarget,
     if only_unsynced:
         query = query.where(WorkflowRow.sync_status != "synced")
     rows = list((await session.exec(query)).all())
-    done = [await sync_row(session, row, target) for row in rows]
+    done = [await sync_row(session, row, target, unless_synced=only_unsynced) for row in rows]
     if not only_unsynced:
         try:  # automations of workflows deleted while Prefect was unreachable
             await prefect_sync.orphan_automations(await live_names(session), target, delete=True)

@@ -101,7 +101,7 @@ async def receive(
     delivery = x_flowforge_delivery or str(uuid.uuid4())
     if row.sync_status != "synced" or not row.deployment_id:
         # Stored anyway: the dispatcher starts the run once the workflow is deployed.
-        row = await crud.sync_row(session, row, target)
+        row = await crud.sync_row(session, row, target, unless_synced=True)
     parameter = {"type": "webhook", "id": trigger_id, "name": trigger.name,
                  "delivery_id": delivery}
     stored = await deliveries.record(session, trigger_id, delivery, row.name,

@@ -65,7 +65,7 @@ async def _create_run(session: SessionDep, row: WorkflowRow, target: TargetDep,
     """Create a flow run of the workflow's deployment (synced first if need be); its id."""
     name = row.name
     if row.sync_status != "synced" or not row.deployment_id:
-        row = await crud.sync_row(session, row, target)
+        row = await crud.sync_row(session, row, target, unless_synced=True)
         if row.sync_status != "synced":
             raise PrefectUnavailableError(
                 f"workflow '{name}' is not deployed to Prefect yet: {row.sync_error}")
