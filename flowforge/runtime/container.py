@@ -102,7 +102,12 @@ class ContainerExecutor(LocalExecutor):
 
         return self.options.image or runner_image_name()
 
-    def _run_in(self, parent: Path, job: ScriptJob, log: LogFn, started: float) -> ScriptResult:
+    def _run_in(self, parent: Path, job: ScriptJob, log: LogFn,
+                started: float) -> tuple[ScriptResult, list[str] | None]:
+        return self._run_container(parent, job, log, started), None  # `parent` is listed anew
+
+    def _run_container(self, parent: Path, job: ScriptJob, log: LogFn,
+                       started: float) -> ScriptResult:
         import docker
 
         def failed(error: str) -> ScriptResult:

@@ -350,6 +350,57 @@ def test_job_dir_holds_the_job_and_is_removed_unless_kept(tmp_path: Path) -> Non
     assert not Path(log.text("stdout")[0]).exists()
 
 
+def test_a_job_that_leaves_a_tree_is_cleaned_up_and_stdin_is_empty(tmp_path: Path) -> None:
+    """Removal unlinks the listed files without a walk; a subdirectory falls back to rmtree.
+    Every job reads end-of-file on stdin (one shared /dev/null descriptor)."""
+    script = "mkdir -p deep/er && echo x > deep/er/f && ln -s / root-link\ncat; echo read-$?"
+    result, log = run("bash", script, work_root=tmp_path)
+    assert result.error is None and log.text("stdout") == ["read-0"]
+    assert list(tmp_path.iterdir()) == []
+    assert Path("/bin").exists()  # the symlink went, not what it points at
+
+
+def test_a_job_that_closes_its_output_and_keeps_running_is_still_supervised(tmp_path: Path) -> None:
+    """With both pipes closed the executor waits on the process itself: to its end, or until
+    its timeout, or until the run is stopped (`processes.kill_all` from another thread)."""
+    started = time.monotonic()
+    result, log = run("bash", "echo before\nexec >&- 2>&-\nsleep 0.5")
+    assert result.error is None and log.text("stdout") == ["before"]
+    assert 0.5 <= time.monotonic() - started < 5
+
+    result, _ = run("bash", "exec >&- 2>&-\nsleep 100", timeout=0.5)
+    assert result.timed_out and result.error == "timed out after 0.5s"
+
+    import threading
+
+    stopper = threading.Timer(0.5, processes.kill_all, kwargs={"grace": 0.5})
+    stopper.start()
+    started = time.monotonic()
+    result, _ = run("bash", "exec >&- 2>&-\nsleep 100")
+    stopper.join()
+    assert result.error == "killed by SIGTERM" and time.monotonic() - started < 10
+
+
+def test_collect_and_remove_use_a_listing_they_are_given(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "output.json").write_text("[1]")
+    (job / "condition.json").write_text("true")
+    names = workdir.listing(job)
+    assert names is not None and sorted(names) == ["condition.json", "output.json"]
+    # The listing decides what is read: a file written after it is not looked for.
+    (job / "progress.json").write_text('{"pct": 5}')
+    artifacts = workdir.collect(job, names)
+    assert (artifacts.output, artifacts.condition, artifacts.progress) == ([1], True, None)
+    assert workdir.collect(job).progress == {"pct": 5, "message": ""}
+    # A stale listing still removes everything (rmdir fails, rmtree finishes).
+    workdir.remove(job, names)
+    assert not job.exists()
+    workdir.remove(job)  # already gone: nothing to do
+    assert workdir.listing(job) is None
+    assert workdir.collect(job).error == "the job directory could not be read"
+
+
 def test_prepare_for_remote_executors_copies_the_helpers(tmp_path: Path) -> None:
     """Containers and SSH servers cannot see the installed helpers: the directory carries
     copies, and the variables the job may read."""
