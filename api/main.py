@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = sessionmaker(engine)
         app.state.target = DeployTarget(
             api_url=settings.prefect_url(), project_dir=settings.project,
-            work_pool=settings.work_pool, timeout=settings.prefect_timeout)
+            work_pool=settings.work_pool, timeout=settings.prefect_timeout,
+            deadline=settings.prefect_deadline)
         app.state.dispatcher = Dispatcher(app.state.sessionmaker, app.state.target, settings)
         tasks = [asyncio.create_task(_sync_loop(app, settings.sync_interval)),
                  asyncio.create_task(app.state.dispatcher.loop(1.0))]

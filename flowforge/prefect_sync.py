@@ -13,6 +13,7 @@ callers can mark a workflow out of sync.
 
 from __future__ import annotations
 
+import asyncio
 import runpy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -42,15 +43,22 @@ class DeployTarget:
     project_dir: Path
     work_pool: str
     timeout: float = 10.0
+    #: Seconds for everything done with one `prefect_client`, retries included; None: no cap.
+    deadline: float | None = None
 
 
 @asynccontextmanager
 async def prefect_client(target: DeployTarget) -> AsyncIterator[PrefectClient]:
-    """A Prefect client on `target.api_url`; transport and 5xx errors become retryable errors."""
+    """A Prefect client on `target.api_url`; transport and 5xx errors, and running past
+    `target.deadline`, become retryable errors."""
     try:
-        async with PrefectClient(target.api_url,
-                                 httpx_settings={"timeout": target.timeout}) as client:
+        async with asyncio.timeout(target.deadline), PrefectClient(
+                target.api_url, httpx_settings={"timeout": target.timeout}) as client:
             yield client
+    except TimeoutError as exc:  # before OSError, of which it is a subclass
+        within = f"within {target.deadline:g}s" if target.deadline is not None else "in time"
+        raise PrefectUnavailableError(f"Prefect API at {target.api_url} did not finish answering "
+                                      f"{within} (overloaded?); try again later") from exc
     except (httpx.TransportError, OSError) as exc:
         raise PrefectUnavailableError(f"Prefect API at {target.api_url} is unreachable: {exc}") from exc
     except PrefectHTTPStatusError as exc:

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # Per-request timeout for Prefect calls made by the API; short, so a dead Prefect
     # server does not hang a request that could store the definition and answer.
     prefect_timeout: float = 10.0
+    # Cap on all of one request's Prefect calls, retries included (Prefect's client retries
+    # timeouts and 503s with backoff, which under load ran past a minute): past it the API
+    # answers 503 and a definition it stored is left `pending` for the sync loop.
+    prefect_deadline: float = Field(default=60.0, gt=0)
     # Webhook deliveries creating Prefect flow runs at the same time; the rest queue in the
     # API. Prefect's SQLite database answers "database is locked" under many parallel writes.
     webhook_prefect_concurrency: int = Field(default=4, ge=1, le=64)

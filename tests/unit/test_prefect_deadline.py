@@ -1,0 +1,68 @@
+"""A Prefect server that accepts connections but does not answer (as one does when overloaded).
+
+Each HTTP call has its own timeout, but Prefect's client retries timeouts with backoff, so
+before `prefect_deadline` a request could hang for minutes. Now the whole of one request's
+Prefect work is capped: the API answers 503 in about the deadline, and a definition it was
+storing is kept, marked `pending`. The silent server is a real listening socket on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.main import create_app
+from flowforge.settings import Settings
+
+
+@pytest.fixture
+def silent_prefect() -> Iterator[str]:
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)  # read nothing, answer nothing
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/api"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_silent_prefect_gets_a_503_within_the_deadline(tmp_path: Path,
+                                                         silent_prefect: str) -> None:
+    settings = Settings(home=tmp_path, prefect_api_url=silent_prefect, prefect_timeout=30,
+                        prefect_deadline=1.5, sync_interval=3600)
+    with TestClient(create_app(settings)) as api:
+        started = time.monotonic()
+        created = api.post("/workflows", json={
+            "name": "w", "jobs": [{"name": "a", "runtime": "bash", "script": "true"}]})
+        assert created.status_code == 201, created.text
+        assert created.json()["sync"]["status"] == "pending"
+        assert "did not finish answering within 1.5s" in created.json()["sync"]["error"]
+
+        run = api.post("/workflows/w/runs", json={"inputs": {}})
+        assert run.status_code == 503, run.text
+        error = run.json()["error"]
+        assert error["code"] == "prefect_unavailable" and "within 1.5s" in error["message"]
+        # Two requests, each capped (the run start tries one sync, then gives up); without the
+        # cap the 30 s per-call timeout and Prefect's retries would take minutes.
+        assert time.monotonic() - started < 15
+        assert api.get("/workflows/w").json()["spec"]["jobs"][0]["name"] == "a"  # kept
