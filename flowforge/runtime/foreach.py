@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowforge.errors import JobError
-from flowforge.runtime import limits, templates
+from flowforge.runtime import limits, templates, workdir
 
 if TYPE_CHECKING:
     from prefect import Task
@@ -50,6 +50,8 @@ class Mapping:
     items: list[Any]
     upstream: dict[str, dict[str, Any]]
     outputs: list[Any]
+    #: `WorkflowRun.shared_input`, each value encoded once (`workdir.encode`) for every item.
+    shared_input: dict[str, Any] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
     done: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -79,7 +81,13 @@ def run(run: WorkflowRun, job: Job, upstream: dict[str, dict[str, Any]],
     if not items:
         run.update(job.name, items={"total": 0, "done": 0, "failed": 0})
         return []
-    mapping = Mapping(items=items, upstream=upstream, outputs=[None] * len(items))
+    try:
+        shared = {key: workdir.encode(value, "input")
+                  for key, value in run.shared_input(upstream).items()}
+    except ValueError as exc:
+        raise JobError(f"job '{job.name}': {exc}") from exc
+    mapping = Mapping(items=items, upstream=upstream, outputs=[None] * len(items),
+                      shared_input=shared)
     run.mappings[job.name] = mapping
     run.update(job.name, items={"total": len(items), "done": 0, "failed": 0})
     width = min(len(items), job.max_parallel or run.spec.settings.max_parallel_jobs)

@@ -144,6 +144,13 @@ class WorkflowRun:
             "jobs": [{**j, "output": summary_output(j["output"])} for j in jobs],
         }
 
+    def shared_input(self, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The part of a script's `input.json` that does not depend on params or the item."""
+        return {"inputs": self.inputs,
+                "jobs": {u: {k: r[k] for k in ("state", "output", "condition")}
+                         for u, r in upstream.items()},
+                "trigger": self.trigger}
+
     def context(self, name: str) -> dict[str, Any]:
         """What a job's templates can read."""
         with self._lock:
@@ -294,6 +301,11 @@ class WorkflowRun:
                 logger.info("%s", line)
 
         assert job.runtime is not None and job.script is not None  # guaranteed by the spec
+        from flowforge.runtime import foreach
+
+        # A for-each item's shared part of input.json comes encoded once for all its items.
+        shared = (self.mappings[job.name].shared_input if foreach.in_item()
+                  else self.shared_input(upstream))
         result = self._executor(job).run(
             ScriptJob(
                 name=job.name,
@@ -301,12 +313,11 @@ class WorkflowRun:
                 script=job.script,
                 env=env,
                 input={
-                    "inputs": self.inputs,
+                    "inputs": shared["inputs"],
                     "params": params,
-                    "jobs": {u: {k: r[k] for k in ("state", "output", "condition")}
-                             for u, r in upstream.items()},
+                    "jobs": shared["jobs"],
                     "item": _item(),
-                    "trigger": self.trigger,
+                    "trigger": shared["trigger"],
                 },
                 event={"workflow": self.spec.name, "job": job.name, "run_id": self.flow_run_id,
                        "trigger": self.trigger, "attempt": attempt, "item": _item()},

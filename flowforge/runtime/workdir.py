@@ -116,7 +116,25 @@ class JobArtifacts:
         return "; ".join(self.problems) if self.problems else None
 
 
+class EncodedJSON(str):
+    """A value already serialised (by `encode`), placed into `input.json` as it is.
+
+    What every item of a for-each job shares (the run's inputs, the upstream outputs, often
+    the very list being mapped) is encoded once per job instead of once per item: at 10,000
+    items over a 10,000-entry upstream list, re-encoding it was quadratic.
+    """
+
+
+def encode(value: Any, what: str) -> EncodedJSON:
+    return EncodedJSON(_dumps(value, what))
+
+
 def _dumps(value: Any, what: str) -> str:
+    if isinstance(value, EncodedJSON):
+        return str(value)
+    if isinstance(value, dict) and any(isinstance(v, EncodedJSON) for v in value.values()):
+        return "{" + ", ".join(f"{json.dumps(str(k), ensure_ascii=False)}: {_dumps(v, what)}"
+                               for k, v in value.items()) + "}"
     # allow_nan=False: NaN is not JSON, and node or bash on the other side could not read it.
     try:
         return json.dumps(value, allow_nan=False, ensure_ascii=False)
@@ -315,10 +333,12 @@ __all__ = [
     "HELPERS_SOURCE",
     "HELPER_FILES",
     "RUNTIMES",
+    "EncodedJSON",
     "JobArtifacts",
     "JobFiles",
     "collect",
     "command_for",
+    "encode",
     "helper_env",
     "listing",
     "prepare",

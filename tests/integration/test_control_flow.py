@@ -118,8 +118,11 @@ jobs:
     env: {ITEM: "{{ item }}"}
     script: |
       import os, time, flowforge_helpers as ff
-      path = ff.input()["item"]
-      assert path == os.environ["ITEM"]
+      given = ff.input()  # the shared part (inputs, upstream outputs) is encoded once per job
+      path = given["item"]
+      assert path == os.environ["ITEM"] and os.path.dirname(path) == given["inputs"]["dir"]
+      assert path in given["jobs"]["list_files"]["output"]["files"]
+      assert given["jobs"]["list_files"]["state"] == "COMPLETED" and given["trigger"]["type"]
       start = time.time(); time.sleep(1)
       ff.output({"file": os.path.basename(path), "lines": len(open(path).readlines()),
                  "start": start, "end": time.time()})

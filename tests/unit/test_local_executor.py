@@ -411,6 +411,20 @@ def test_prepare_for_remote_executors_copies_the_helpers(tmp_path: Path) -> None
     assert json.loads((tmp_path / "variables.json").read_text()) == {"k": [1]}
 
 
+def test_pre_encoded_parts_make_the_same_input_json(tmp_path: Path) -> None:
+    """What for-each items share is encoded once; the file they read is the same JSON."""
+    shared = {key: workdir.encode(INPUT[key], "input") for key in ("inputs", "jobs", "trigger")}
+    mixed = {"inputs": shared["inputs"], "params": INPUT["params"], "jobs": shared["jobs"],
+             "item": INPUT["item"], "trigger": shared["trigger"]}
+    workdir.prepare(tmp_path / "a", input=mixed, variables={}, event={}, script="", runtime="bash")
+    workdir.prepare(tmp_path / "b", input=INPUT, variables={}, event={}, script="", runtime="bash")
+    text = (tmp_path / "a" / "input.json").read_text()
+    assert json.loads(text) == INPUT and list(json.loads(text)) == list(INPUT)
+    assert text == (tmp_path / "b" / "input.json").read_text()
+    with pytest.raises(ValueError, match="input is not JSON-serialisable"):
+        workdir.encode({"x": float("nan")}, "input")
+
+
 # -- the protocol and the process registry on their own ----------------------------------------
 
 def test_collect_reads_variable_lines_last_one_wins(tmp_path: Path) -> None:
