@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     # Cap on all of one request's Prefect calls, retries included (Prefect's client retries
     # timeouts and 503s with backoff, which under load ran past a minute): past it the API
     # answers 503 and a definition it stored is left `pending` for the sync loop.
-    prefect_deadline: float = Field(default=60.0, gt=0)
+    # 120 s: under a full test suite's load a single run read took over a minute.
+    prefect_deadline: float = Field(default=120.0, gt=0)
     # Webhook deliveries creating Prefect flow runs at the same time; the rest queue in the
     # API. Prefect's SQLite database answers "database is locked" under many parallel writes.
     webhook_prefect_concurrency: int = Field(default=4, ge=1, le=64)

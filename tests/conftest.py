@@ -97,8 +97,10 @@ def start_stack(home: Path, *args: str, **env: str) -> Iterator[Stack]:
             [str(BIN / "flowforge"), "up", "--home", str(home), "--api-port", str(api_port),
              "--prefect-port", str(prefect_port), *args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            # The Prefect deadline just under the test client's 180 s: a CI machine running
+            # the whole suite has made single run reads take over a minute.
             env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS="0.5", FLOWFORGE_SYNC_INTERVAL="2",
-                           **env),
+                           FLOWFORGE_PREFECT_DEADLINE="170", **env),
             start_new_session=True,
         )
     api_url = f"http://127.0.0.1:{api_port}"
