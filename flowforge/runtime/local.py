@@ -256,6 +256,7 @@ class LocalExecutor:
                 log(stream, line)
 
         def pump(wait: float | None) -> None:
+            """Read what is there, for up to `wait` seconds (None: no deadline to watch)."""
             if not selector.get_map():
                 # Both pipes are closed, usually because the job is exiting: return the moment
                 # it has (a plain sleep here added up to 0.1 s to most jobs). Without a deadline
@@ -263,7 +264,9 @@ class LocalExecutor:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(wait)
                 return
-            for key, _ in selector.select(wait):
+            # While a pipe is open, wake at least every 0.1 s to see whether the main process
+            # ended while something it started still holds the pipe.
+            for key, _ in selector.select(0.1 if wait is None else min(0.1, wait)):
                 data = os.read(key.fd, 65536)
                 lines = pipes[key.fd]
                 if data:
@@ -286,10 +289,7 @@ class LocalExecutor:
                     processes.signal_group(proc.pid, signal.SIGKILL)
                     kill_at = None
                 next_event = kill_at if timed_out else deadline
-                if next_event is None and not selector.get_map():
-                    pump(None)
-                else:
-                    pump(0.1 if next_event is None else min(0.1, max(0.0, next_event - now)))
+                pump(None if next_event is None else max(0.0, next_event - now))
             # The main process is done; anything it left in its group goes now (within the
             # grace still owed after a timeout), so the pipes close and the job really ends.
             grace = self.kill_grace if not timed_out else max(0.0, (kill_at or 0.0) - time.monotonic())
