@@ -16,6 +16,7 @@ and output is read by one more thread so the Prefect log gets lines as they come
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections import deque
@@ -147,7 +148,7 @@ class ContainerExecutor(LocalExecutor):
 
     def _create_options(self, job: ScriptJob, env: dict[str, str], job_dir: Path) -> dict[str, Any]:
         o = self.options
-        event = job.event
+        event = job.event if isinstance(job.event, dict) else json.loads(job.event)
         options: dict[str, Any] = {
             "environment": env,
             "labels": {LABEL_WORKFLOW: str(event.get("workflow", "")),

@@ -49,9 +49,10 @@ class ScriptJob:
     runtime: Runtime
     script: str
     env: dict[str, str] = field(default_factory=dict)
-    input: dict[str, Any] = field(default_factory=dict)
-    event: dict[str, Any] = field(default_factory=dict)
-    variables: dict[str, Any] = field(default_factory=dict)
+    # Each may also come already encoded as its file's text (`workdir.EncodedJSON`).
+    input: dict[str, Any] | workdir.EncodedJSON = field(default_factory=dict)
+    event: dict[str, Any] | workdir.EncodedJSON = field(default_factory=dict)
+    variables: dict[str, Any] | workdir.EncodedJSON = field(default_factory=dict)
     timeout: float | None = None
     work_root: Path | None = None
 
@@ -125,6 +126,8 @@ class LocalExecutor:
     #: Where the job's script finds the helpers: the installed ones, since a local script sees
     #: this filesystem; None means the copies `workdir.prepare` puts in the job directory.
     helpers_dir: Path | None = workdir.HELPERS_SOURCE
+    #: Called with each job's process once it has started (the launcher's handle to kill one).
+    on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None
 
     def __init__(self, *, keep_dirs: bool = False, kill_grace: float = 3.0, python: str | None = None,
                  base_env: Mapping[str, str] | None = None) -> None:
@@ -192,6 +195,8 @@ class LocalExecutor:
         processes.register(proc)
         supervised = False
         try:
+            if self.on_spawn is not None:
+                self.on_spawn(proc)
             timed_out, tail = self._supervise(proc, out_read, err_read, job.timeout, log)
             supervised = True  # the job and its group are gone
         finally:

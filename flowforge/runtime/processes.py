@@ -5,7 +5,8 @@ cancelled flow run's SIGTERM from reaching the job directly, and lets us kill th
 everything it spawned as one group. The price is that nothing kills those groups for us: when
 the flow run ends (finished, crashed, or cancelled by the worker, which Prefect turns into an
 exception so `atexit` still runs) `kill_all` does, and `WorkflowRun` calls it on cancellation.
-Executors whose jobs are not local processes (containers) hook in with `on_kill_all`.
+Executors whose jobs are not this process's children (containers, and local jobs started by the
+launcher process) hook in with `on_kill_all`.
 """
 
 from __future__ import annotations

@@ -291,14 +291,16 @@ class WorkflowRun:
                     upstream: dict[str, dict[str, Any]], attempt: int) -> tuple[Any, bool | None]:
         from flowforge.runtime.local import ScriptJob
 
-        logger = get_run_logger()
+        loggers: list[Any] = []  # made on the first line: most for-each items print nothing
 
         def log(stream: str, line: str) -> None:
+            if not loggers:
+                loggers.append(get_run_logger())
             line = self.masker.mask(line)
             if stream == "stderr":
-                logger.warning("%s", line)
+                loggers[0].warning("%s", line)
             else:
-                logger.info("%s", line)
+                loggers[0].info("%s", line)
 
         assert job.runtime is not None and job.script is not None  # guaranteed by the spec
         from flowforge.runtime import foreach
@@ -338,16 +340,17 @@ class WorkflowRun:
         return result.output, result.condition
 
     def _executor(self, job: Job) -> Any:
-        """`LocalExecutor`, a `ContainerExecutor`, or an `SshExecutor` on the run's one SSH
-        pool (one connection per server, shared by every job of the run)."""
+        """A `LauncherExecutor` (the local executor in the launcher process), a
+        `ContainerExecutor`, or an `SshExecutor` on the run's one SSH pool (one connection per
+        server, shared by every job of the run)."""
         if job.target is not None and job.target.container is not None:
             from flowforge.runtime.container import ContainerExecutor
 
             return ContainerExecutor(job.target.container)
         if job.target is None or job.target.ssh is None:
-            from flowforge.runtime.local import LocalExecutor
+            from flowforge.runtime.launcher import LauncherExecutor
 
-            return LocalExecutor()
+            return LauncherExecutor()
         from flowforge.runtime.ssh import SshExecutor, SshPool
         from flowforge.runtime.ssh_servers import PrefectDirectory
 

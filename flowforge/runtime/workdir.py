@@ -160,7 +160,8 @@ def _write(path: PurePath, text: str) -> None:
         os.close(fd)
 
 
-def prepare(job_dir: Path, *, input: dict[str, Any], variables: dict[str, Any], event: dict[str, Any],
+def prepare(job_dir: Path, *, input: dict[str, Any] | EncodedJSON,
+            variables: dict[str, Any] | EncodedJSON, event: dict[str, Any] | EncodedJSON,
             script: str, runtime: str, helpers: bool = True) -> Path:
     """Fill `job_dir` (created if needed) for one job and return the script's path.
 

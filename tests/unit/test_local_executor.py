@@ -12,12 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowforge.runtime import processes, workdir
+from flowforge.runtime.launcher import LauncherExecutor
 from flowforge.runtime.local import LocalExecutor, ScriptJob, ScriptResult
 
 INPUT = {
@@ -44,12 +46,27 @@ class Log:
         return [line for _, s, line in self.lines if s == stream]
 
 
-def run(runtime: str, script: str, executor: LocalExecutor | None = None, **kwargs: Any) -> tuple[ScriptResult, Log]:
+Executor = LocalExecutor  # or its LauncherExecutor subclass
+#: Every behaviour holds for the executor in this process and for it in the launcher process,
+#: which is how flow runs use it.
+EXECUTORS: dict[str, Callable[..., Executor]] = {"in-process": LocalExecutor,
+                                                 "launcher": LauncherExecutor}
+
+
+Make = Callable[..., Executor]
+
+
+@pytest.fixture(params=list(EXECUTORS))
+def make(request: pytest.FixtureRequest) -> Make:
+    return EXECUTORS[request.param]
+
+
+def run(executor: Executor, runtime: str, script: str, **kwargs: Any) -> tuple[ScriptResult, Log]:
     log = Log()
     kwargs.setdefault("input", INPUT)
     kwargs.setdefault("event", EVENT)
     job = ScriptJob(name="test job", runtime=runtime, script=script, **kwargs)  # type: ignore[arg-type]
-    return (executor or LocalExecutor()).run(job, log), log
+    return executor.run(job, log), log
 
 
 def running(pid: int) -> bool:
@@ -137,8 +154,8 @@ echo "$errors rejected: $(ff_set_condition yes 2>&1)"
 
 @pytest.mark.parametrize(("runtime", "script"), [("python", PYTHON_SCRIPT), ("node", NODE_SCRIPT),
                                                  ("bash", BASH_SCRIPT)])
-def test_helpers_round_trip(runtime: str, script: str) -> None:
-    result, log = run(runtime, script, variables={"counter": 1})
+def test_helpers_round_trip(runtime: str, script: str, make: Make) -> None:
+    result, log = run(make(), runtime, script, variables={"counter": 1})
 
     assert result.error is None, log.lines
     assert result.exit_code == 0
@@ -153,7 +170,7 @@ def test_helpers_round_trip(runtime: str, script: str) -> None:
     assert result.timed_out is False
 
 
-def test_no_output_means_none_and_bash_helpers_need_no_json_tool(tmp_path: Path) -> None:
+def test_no_output_means_none_and_bash_helpers_need_no_json_tool(tmp_path: Path, make: Make) -> None:
     """Writing helpers work with bash and coreutils alone (no python3, node or jq on PATH)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -162,20 +179,19 @@ def test_no_output_means_none_and_bash_helpers_need_no_json_tool(tmp_path: Path)
     script = ('source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
               'ff_output \'{"ok": true}\'; ff_set_condition true; ff_set_variable "k \\"q\\"" \'"v"\'\n'
               'ff_progress 99.50 "tab\there"\n')
-    result, _ = run("bash", script, executor=LocalExecutor(base_env={"PATH": str(bin_dir)}),
-                    env={})
+    result, _ = run(make(base_env={"PATH": str(bin_dir)}), "bash", script, env={})
     assert result.error is None
     assert (result.output, result.condition) == ({"ok": True}, True)
     assert result.variables_set == {'k "q"': "v"}
     assert result.progress == {"pct": 99.5, "message": "tab\there"}
 
-    result, _ = run("python", "print('nothing')")
+    result, _ = run(make(), "python", "print('nothing')")
     assert (result.error, result.output, result.condition, result.progress) == (None, None, None, None)
 
 
 # -- data stays data ---------------------------------------------------------------------------
 
-def test_env_and_input_values_reach_bash_as_inert_text(tmp_path: Path) -> None:
+def test_env_and_input_values_reach_bash_as_inert_text(tmp_path: Path, make: Make) -> None:
     marker = tmp_path / "pwned"
     values = {
         "SUBST": f"$(touch {marker})",
@@ -187,7 +203,7 @@ def test_env_and_input_values_reach_bash_as_inert_text(tmp_path: Path) -> None:
               'for name in SUBST BACKTICK QUOTES NEWLINES; do printf "%s" "${!name}" | base64 -w0; echo; done\n'
               'echo $SUBST $BACKTICK $QUOTES $NEWLINES >/dev/null\n'
               'ff_input >/dev/null\n')
-    result, log = run("bash", script, env=values, input={"params": values})
+    result, log = run(make(), "bash", script, env=values, input={"params": values})
 
     assert result.error is None, log.lines
     decoded = [base64.b64decode(line).decode() for line in log.text("stdout")]
@@ -195,11 +211,11 @@ def test_env_and_input_values_reach_bash_as_inert_text(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_prefect_and_flowforge_variables_do_not_reach_the_script(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prefect_and_flowforge_variables_do_not_reach_the_script(monkeypatch: pytest.MonkeyPatch, make: Make) -> None:
     monkeypatch.setenv("PREFECT_API_KEY", "secret-key")
     monkeypatch.setenv("FLOWFORGE_SECRET", "secret-2")
     monkeypatch.setenv("KEEP_ME", "visible")
-    result, log = run("bash", "env", env={"JOB_VAR": "mine", "FLOWFORGE_JOB_DIR": "/elsewhere"})
+    result, log = run(make(), "bash", "env", env={"JOB_VAR": "mine", "FLOWFORGE_JOB_DIR": "/elsewhere"})
 
     assert result.error is None
     names = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in log.text("stdout") if "=" in line}
@@ -216,9 +232,9 @@ def test_prefect_and_flowforge_variables_do_not_reach_the_script(monkeypatch: py
     ("bash", "echo first; sleep 1; echo second; printf 'no newline'"),
     ("python", "import time\nprint('first')\ntime.sleep(1)\nprint('second')\nprint('no newline', end='')"),
 ])
-def test_lines_are_logged_while_the_process_runs(runtime: str, script: str) -> None:
+def test_lines_are_logged_while_the_process_runs(runtime: str, script: str, make: Make) -> None:
     started = time.monotonic()
-    result, log = run(runtime, script)
+    result, log = run(make(), runtime, script)
     ended = started + result.duration
 
     assert result.error is None
@@ -227,8 +243,8 @@ def test_lines_are_logged_while_the_process_runs(runtime: str, script: str) -> N
     assert ended - first_at > 0.7, "the first line only arrived when the process ended"
 
 
-def test_non_zero_exit_reports_the_stderr_tail() -> None:
-    result, log = run("bash", "for i in $(seq 1 30); do echo \"err $i\" >&2; done; echo out; exit 3")
+def test_non_zero_exit_reports_the_stderr_tail(make: Make) -> None:
+    result, log = run(make(), "bash", "for i in $(seq 1 30); do echo \"err $i\" >&2; done; echo out; exit 3")
 
     assert result.exit_code == 3
     assert result.error is not None and result.error.startswith("exit code 3: err 11\n")
@@ -236,25 +252,25 @@ def test_non_zero_exit_reports_the_stderr_tail() -> None:
     assert "err 10\n" not in result.error
     assert len(log.text("stderr")) == 30
 
-    result, _ = run("bash", "exit 4")
+    result, _ = run(make(), "bash", "exit 4")
     assert result.error == "exit code 4"
 
-    result, _ = run("python", "raise SystemExit('bad input')")
+    result, _ = run(make(), "python", "raise SystemExit('bad input')")
     assert result.error == "exit code 1: bad input"
 
 
-def test_killed_by_signal_names_it() -> None:
-    result, _ = run("bash", "kill -KILL $$")
+def test_killed_by_signal_names_it(make: Make) -> None:
+    result, _ = run(make(), "bash", "kill -KILL $$")
     assert result.exit_code == -signal.SIGKILL
     assert result.error == "killed by SIGKILL"
 
 
-def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+def test_timeout_kills_the_whole_process_group(tmp_path: Path, make: Make) -> None:
     pids = tmp_path / "pids"
     script = (f"sleep 100 & echo $! >> {pids}\n"
               f"bash -c 'sleep 100' & echo $! >> {pids}\n"
               "echo started\nsleep 100\n")
-    result, log = run("bash", script, timeout=1)
+    result, log = run(make(), "bash", script, timeout=1)
 
     assert result.timed_out is True
     assert result.error == "timed out after 1s"
@@ -266,26 +282,26 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert processes.live() == []
 
 
-def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> None:
+def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path, make: Make) -> None:
     pids = tmp_path / "pids"
     script = f"trap '' TERM\nsleep 100 & echo $! > {pids}\nwhile true; do sleep 0.1; done\n"
-    result, _ = run("bash", script, executor=LocalExecutor(kill_grace=0.5), timeout=0.5)
+    result, _ = run(make(kill_grace=0.5), "bash", script, timeout=0.5)
 
     assert (result.timed_out, result.error) == (True, "timed out after 0.5s")
     assert 0.9 < result.duration < 2.5
     assert not running(int(pids.read_text()))
 
 
-def test_background_children_do_not_outlive_a_finished_job(tmp_path: Path) -> None:
+def test_background_children_do_not_outlive_a_finished_job(tmp_path: Path, make: Make) -> None:
     pids = tmp_path / "pids"
-    result, _ = run("bash", f"sleep 100 & echo $! > {pids}\necho done")
+    result, _ = run(make(), "bash", f"sleep 100 & echo $! > {pids}\necho done")
 
     assert result.error is None
     assert result.duration < 2
     assert not running(int(pids.read_text()))
 
 
-def test_a_failing_log_callback_still_kills_the_job(tmp_path: Path) -> None:
+def test_a_failing_log_callback_still_kills_the_job(tmp_path: Path, make: Make) -> None:
     pids = tmp_path / "pids"
 
     def log(stream: str, line: str) -> None:
@@ -293,7 +309,7 @@ def test_a_failing_log_callback_still_kills_the_job(tmp_path: Path) -> None:
 
     job = ScriptJob(name="j", runtime="bash", script=f"sleep 100 & echo $! > {pids}\necho x\nsleep 100")
     with pytest.raises(RuntimeError, match="logger broke"):
-        LocalExecutor().run(job, log)
+        make().run(job, log)
 
     # SIGKILL has been sent to the group; under load the kernel may take a moment to end it
     pid = int(pids.read_text())
@@ -304,12 +320,12 @@ def test_a_failing_log_callback_still_kills_the_job(tmp_path: Path) -> None:
     assert processes.live() == []
 
 
-def test_malformed_files_written_by_the_script_are_reported() -> None:
+def test_malformed_files_written_by_the_script_are_reported(make: Make) -> None:
     script = ("import os\nd = os.environ['FLOWFORGE_JOB_DIR']\n"
               "open(os.path.join(d, 'output.json'), 'w').write('{bad')\n"
               "open(os.path.join(d, 'condition.json'), 'w').write('\"yes\"')\n"
               "open(os.path.join(d, 'progress.json'), 'w').write('garbage')\n")
-    result, _ = run("python", script)
+    result, _ = run(make(), "python", script)
 
     assert result.exit_code == 0
     assert result.error is not None
@@ -318,57 +334,57 @@ def test_malformed_files_written_by_the_script_are_reported() -> None:
     assert (result.output, result.condition, result.progress) == (None, None, None)
 
 
-def test_a_missing_interpreter_is_a_clear_error() -> None:
-    result, log = run("node", "console.log(1)", env={"PATH": "/nonexistent"})
+def test_a_missing_interpreter_is_a_clear_error(make: Make) -> None:
+    result, log = run(make(), "node", "console.log(1)", env={"PATH": "/nonexistent"})
 
     assert result.exit_code is None
     assert result.error is not None and "'node' was not found" in result.error
     assert log.lines == []
 
 
-def test_bad_job_data_fails_before_anything_runs() -> None:
-    result, _ = run("python", "print(1)", input={"x": object()})
+def test_bad_job_data_fails_before_anything_runs(make: Make) -> None:
+    result, _ = run(make(), "python", "print(1)", input={"x": object()})
     assert result.error is not None and "input is not JSON-serialisable" in result.error
 
-    result, _ = run("bash", "true", env={"BAD=NAME": "x"})
+    result, _ = run(make(), "bash", "true", env={"BAD=NAME": "x"})
     assert result.error is not None and "invalid variable name" in result.error
 
 
-def test_job_dir_holds_the_job_and_is_removed_unless_kept(tmp_path: Path) -> None:
+def test_job_dir_holds_the_job_and_is_removed_unless_kept(tmp_path: Path, make: Make) -> None:
     """A local job reads the installed helpers (no per-job copies: they were a tenth of a
     10,000-item for-each's system time) and gets no variables.json when it reads no variables."""
-    result, log = run("bash", 'echo "$FLOWFORGE_HELPERS"; pwd',
-                      executor=LocalExecutor(keep_dirs=True), work_root=tmp_path / "work")
+    result, log = run(make(keep_dirs=True), "bash", 'echo "$FLOWFORGE_HELPERS"; pwd',
+                      work_root=tmp_path / "work")
     assert result.job_dir is not None and result.job_dir.parent == tmp_path / "work"
     assert log.text("stdout")[0] == str(workdir.HELPERS_SOURCE)
     assert sorted(p.name for p in result.job_dir.iterdir()) == ["event.json", "input.json", "script.sh"]
     assert json.loads((result.job_dir / "input.json").read_text()) == INPUT
     assert (result.job_dir / "script.sh").read_text() == 'echo "$FLOWFORGE_HELPERS"; pwd\n'
 
-    result, log = run("bash", "pwd", work_root=tmp_path / "work2")
+    result, log = run(make(), "bash", "pwd", work_root=tmp_path / "work2")
     assert result.job_dir is None
     assert not Path(log.text("stdout")[0]).exists()
 
 
-def test_a_job_that_leaves_a_tree_is_cleaned_up_and_stdin_is_empty(tmp_path: Path) -> None:
+def test_a_job_that_leaves_a_tree_is_cleaned_up_and_stdin_is_empty(tmp_path: Path, make: Make) -> None:
     """Removal unlinks the listed files without a walk; a subdirectory falls back to rmtree.
     Every job reads end-of-file on stdin (one shared /dev/null descriptor)."""
     script = "mkdir -p deep/er && echo x > deep/er/f && ln -s / root-link\ncat; echo read-$?"
-    result, log = run("bash", script, work_root=tmp_path)
+    result, log = run(make(), "bash", script, work_root=tmp_path)
     assert result.error is None and log.text("stdout") == ["read-0"]
     assert list(tmp_path.iterdir()) == []
     assert Path("/bin").exists()  # the symlink went, not what it points at
 
 
-def test_a_job_that_closes_its_output_and_keeps_running_is_still_supervised(tmp_path: Path) -> None:
+def test_a_job_that_closes_its_output_and_keeps_running_is_still_supervised(tmp_path: Path, make: Make) -> None:
     """With both pipes closed the executor waits on the process itself: to its end, or until
     its timeout, or until the run is stopped (`processes.kill_all` from another thread)."""
     started = time.monotonic()
-    result, log = run("bash", "echo before\nexec >&- 2>&-\nsleep 0.5")
+    result, log = run(make(), "bash", "echo before\nexec >&- 2>&-\nsleep 0.5")
     assert result.error is None and log.text("stdout") == ["before"]
     assert 0.5 <= time.monotonic() - started < 5
 
-    result, _ = run("bash", "exec >&- 2>&-\nsleep 100", timeout=0.5)
+    result, _ = run(make(), "bash", "exec >&- 2>&-\nsleep 100", timeout=0.5)
     assert result.timed_out and result.error == "timed out after 0.5s"
 
     import threading
@@ -376,7 +392,7 @@ def test_a_job_that_closes_its_output_and_keeps_running_is_still_supervised(tmp_
     stopper = threading.Timer(0.5, processes.kill_all, kwargs={"grace": 0.5})
     stopper.start()
     started = time.monotonic()
-    result, _ = run("bash", "exec >&- 2>&-\nsleep 100")
+    result, _ = run(make(), "bash", "exec >&- 2>&-\nsleep 100")
     stopper.join()
     assert result.error == "killed by SIGTERM" and time.monotonic() - started < 10
 

@@ -1,0 +1,139 @@
+"""The job launcher: what holds because jobs run from a process of their own.
+
+The executor's behaviour (streaming, timeouts, cleanup, kills) is tested through the launcher
+in `test_local_executor.py`; this file covers what only the launcher has: routing many
+concurrent jobs' replies, dying, and outliving the flow-run process that started it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from flowforge.runtime.launcher import Launcher, LauncherExecutor
+from flowforge.runtime.local import ScriptJob
+from tests.unit.test_local_executor import running
+
+
+def wait_gone(pid: int, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not running(pid)
+
+
+def wait_for_file(path: Path, seconds: float = 20.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} was never written")
+
+
+def test_concurrent_jobs_get_their_own_logs_and_outputs() -> None:
+    """Replies are routed by job: 40 jobs from 8 threads, each checking its own lines."""
+    executor = LauncherExecutor()
+    script = ('source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+              'n=$(ff_input | python3 -c "import json,sys; print(json.load(sys.stdin)[\'item\'])")\n'
+              'for i in 1 2 3; do echo "job $n line $i"; done; echo "err $n" >&2\n'
+              'ff_output "{\\"n\\": $n}"\n')
+    problems: list[str] = []
+
+    def one(n: int) -> None:
+        lines: list[tuple[str, str]] = []
+        result = executor.run(ScriptJob(name=f"j{n}", runtime="bash", script=script,
+                                        input={"item": n}), lambda s, line: lines.append((s, line)))
+        expected = [("stdout", f"job {n} line {i}") for i in (1, 2, 3)]
+        if result.error or result.output != {"n": n} or \
+                [x for x in lines if x[0] == "stdout"] != expected or ("stderr", f"err {n}") not in lines:
+            problems.append(f"{n}: {result} {lines}")
+
+    threads = [threading.Thread(target=lambda k=k: [one(k * 5 + i) for i in range(5)]) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert problems == []
+
+
+def test_a_launcher_that_dies_fails_its_jobs_clearly_and_the_next_job_gets_a_new_one(
+        tmp_path: Path) -> None:
+    executor = LauncherExecutor()
+    pid_file = tmp_path / "pid"
+    results = []
+    runner = threading.Thread(target=lambda: results.append(executor.run(
+        ScriptJob(name="j", runtime="bash", script=f"echo $$ > {pid_file}\nexec sleep 100"),
+        lambda s, line: None)))
+    runner.start()
+    job_pid = int(wait_for_file(pid_file))
+    launcher = Launcher.get()
+    os.kill(launcher.proc.pid, signal.SIGKILL)  # the launcher this test started
+    runner.join(10)
+    try:
+        assert not runner.is_running()
+        assert results[0].exit_code is None
+        assert results[0].error == (f"the job launcher (pid {launcher.proc.pid}) exited while the "
+                                    f"job ran (killed by SIGKILL)")
+        # A killed launcher cannot clean up after itself; its orphan is this test's to stop.
+    finally:
+        if running(job_pid):
+            os.kill(job_pid, signal.SIGKILL)
+
+    result = executor.run(ScriptJob(name="j", runtime="bash", script="echo again"), lambda s, line: None)
+    assert result.error is None
+    assert Launcher.get() is not launcher
+
+
+FLOW_PROCESS = textwrap.dedent("""
+    import sys, threading
+    from flowforge.runtime.launcher import LauncherExecutor
+    from flowforge.runtime.local import ScriptJob
+from tests.unit.test_local_executor import running
+
+    job = ScriptJob(name="j", runtime="bash",
+                    script="sleep 300 & echo $! > " + sys.argv[1] + "\\nwait")
+    threading.Thread(target=LauncherExecutor().run, args=(job, lambda s, l: None)).start()
+    threading.Event().wait()
+""")
+
+
+def test_jobs_do_not_outlive_a_flow_run_process_killed_with_sigkill(tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to clean up in the flow-run process; the launcher sees its
+    stdin close and kills the jobs itself."""
+    pid_file = tmp_path / "pid"
+    root = Path(__file__).resolve().parents[2]
+    flow = subprocess.Popen([sys.executable, "-c", FLOW_PROCESS, str(pid_file)],
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        grandchild = int(wait_for_file(pid_file))
+        assert running(grandchild)
+    finally:
+        flow.kill()  # the process this test started
+        flow.wait()
+    assert wait_gone(grandchild), "the job outlived its flow-run process"
+
+
+def test_the_launcher_ignores_a_terminals_ctrl_c(tmp_path: Path) -> None:
+    """Ctrl-C goes to the flow run, which decides whether its jobs stop; the launcher runs in a
+    session of its own and ignores SIGINT, so a job survives it."""
+    pid_file = tmp_path / "pid"
+    results = []
+    executor = LauncherExecutor()
+    runner = threading.Thread(target=lambda: results.append(executor.run(
+        ScriptJob(name="j", runtime="bash", script=f"echo $$ > {pid_file}\nsleep 1\necho done"),
+        lambda s, line: None)))
+    runner.start()
+    wait_for_file(pid_file)
+    launcher = Launcher.get()
+    assert os.getsid(launcher.proc.pid) == launcher.proc.pid
+    os.kill(launcher.proc.pid, signal.SIGINT)
+    runner.join(20)
+    assert results and results[0].error is None
+    assert launcher.proc.poll() is None
