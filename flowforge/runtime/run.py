@@ -100,6 +100,13 @@ class WorkflowRun:
             from flowforge.runtime.container import reap_in_background
 
             reap_in_background(keep=run.flow_run_id)
+        if any(j.type == "script" and (j.target is None or (j.target.container is None
+                                       and j.target.ssh is None)) for j in spec.jobs):
+            # Started now, its interpreter loads while Prefect creates the first task runs.
+            from flowforge.runtime.launcher import Launcher
+
+            with contextlib.suppress(OSError):  # the first job reports it if it cannot start
+                Launcher.get()
         run.publisher.start()
         return run
 
