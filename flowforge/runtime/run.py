@@ -24,6 +24,7 @@ from prefect import Task, get_run_logger
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, SyncClientContext, TaskRunContext
 from prefect.futures import PrefectFuture, wait
+from prefect.logging.loggers import task_run_logger
 from prefect.states import Completed, Failed, State
 
 from flowforge import jobkinds
@@ -298,11 +299,18 @@ class WorkflowRun:
                     upstream: dict[str, dict[str, Any]], attempt: int) -> tuple[Any, bool | None]:
         from flowforge.runtime.local import ScriptJob
 
-        loggers: list[Any] = []  # made on the first line: most for-each items print nothing
+        # The logger is made on the first line (most for-each items print nothing), maybe in an
+        # executor's reader thread, which has no run context: so the contexts are taken here.
+        task_ctx, flow_ctx = TaskRunContext.get(), FlowRunContext.get()
+        loggers: list[Any] = [] if task_ctx is not None else [get_run_logger()]
 
         def log(stream: str, line: str) -> None:
             if not loggers:
-                loggers.append(get_run_logger())
+                assert task_ctx is not None
+                loggers.append(task_run_logger(
+                    task_run=task_ctx.task_run, task=task_ctx.task,
+                    flow_run=flow_ctx.flow_run if flow_ctx else None,
+                    flow=flow_ctx.flow if flow_ctx else None))
             line = self.masker.mask(line)
             if stream == "stderr":
                 loggers[0].warning("%s", line)
