@@ -97,6 +97,9 @@ class LauncherExecutor(LocalExecutor):
 
     def _request(self, job: ScriptJob) -> dict[str, Any]:
         """The job as plain data; raises ValueError for a value that is not JSON."""
+        for key, value in job.env.items():  # the rest of the checks happen in the launcher
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise ValueError(f"job env: {key!r} must be a string name with a string value")
         return {
             "op": "run",
             "job": {

@@ -349,6 +349,9 @@ def test_bad_job_data_fails_before_anything_runs(make: Make) -> None:
     result, _ = run(make(), "bash", "true", env={"BAD=NAME": "x"})
     assert result.error is not None and "invalid variable name" in result.error
 
+    result, _ = run(make(), "bash", "true", env={"N": object()})
+    assert result.error is not None and "job env: " in result.error and "must be a string" in result.error
+
 
 def test_job_dir_holds_the_job_and_is_removed_unless_kept(tmp_path: Path, make: Make) -> None:
     """A local job reads the installed helpers (no per-job copies: they were a tenth of a
