@@ -77,7 +77,7 @@ def test_a_launcher_that_dies_fails_its_jobs_clearly_and_the_next_job_gets_a_new
     os.kill(launcher.proc.pid, signal.SIGKILL)  # the launcher this test started
     runner.join(10)
     try:
-        assert not runner.is_running()
+        assert not runner.is_alive()
         assert results[0].exit_code is None
         assert results[0].error == (f"the job launcher (pid {launcher.proc.pid}) exited while the "
                                     f"job ran (killed by SIGKILL)")
@@ -95,7 +95,6 @@ FLOW_PROCESS = textwrap.dedent("""
     import sys, threading
     from flowforge.runtime.launcher import LauncherExecutor
     from flowforge.runtime.local import ScriptJob
-from tests.unit.test_local_executor import running
 
     job = ScriptJob(name="j", runtime="bash",
                     script="sleep 300 & echo $! > " + sys.argv[1] + "\\nwait")
