@@ -45,7 +45,7 @@ from typing import IO, Any
 
 import flowforge
 from flowforge.runtime import processes, workdir
-from flowforge.runtime.local import _HIDDEN_PREFIXES, LocalExecutor, LogFn, ScriptJob, ScriptResult
+from flowforge.runtime.local import LocalExecutor, LogFn, ScriptJob, ScriptResult, inherited_env
 
 #: How long a caller whose log callback failed waits for the killed job's result.
 _KILL_WAIT = 10.0
@@ -92,8 +92,7 @@ class LauncherExecutor(LocalExecutor):
 
     def _base_env(self) -> dict[str, str]:
         # Filtered here as well as in the launcher, to keep Prefect's API key off the pipe.
-        base = os.environ if self.base_env is None else self.base_env
-        return {k: v for k, v in base.items() if not k.startswith(_HIDDEN_PREFIXES)}
+        return inherited_env(os.environ if self.base_env is None else self.base_env)
 
     def _request(self, job: ScriptJob) -> dict[str, Any]:
         """The job as plain data; raises ValueError for a value that is not JSON."""
@@ -113,6 +112,13 @@ class LauncherExecutor(LocalExecutor):
             "options": {"keep_dirs": self.keep_dirs, "kill_grace": self.kill_grace,
                         "python": self.python},
         }
+
+
+def _write_line(fd: int, message: dict[str, Any]) -> None:
+    """One protocol message; the caller holds the lock that keeps messages whole."""
+    data = memoryview((json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8"))
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _result(data: dict[str, Any]) -> ScriptResult:
@@ -202,13 +208,6 @@ class Launcher:
         finally:
             self.forget(job_id)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Close the launcher's stdin, which makes it kill its jobs and exit; wait for that."""
-        with contextlib.suppress(OSError), self._write_lock:
-            os.close(self._stdin)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout)
-
     def lost_reason(self) -> str:
         code = None
         with contextlib.suppress(subprocess.TimeoutExpired):  # its pipe closes just before
@@ -224,9 +223,7 @@ class Launcher:
             if base_env is not None and base_env != self._env_sent:
                 message = {**message, "base_env": base_env}
                 self._env_sent = base_env
-            data = memoryview((json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8"))
-            while data:
-                data = data[os.write(self._stdin, data):]
+            _write_line(self._stdin, message)
 
     def _read(self, stdout: IO[bytes]) -> None:
         try:
@@ -265,10 +262,8 @@ class _Server:
         self._lock = threading.Lock()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = memoryview((json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8"))
         with self._write_lock:
-            while data:
-                data = data[os.write(self._out, data):]
+            _write_line(self._out, message)
 
     def serve(self, requests: IO[bytes]) -> None:
         for line in requests:

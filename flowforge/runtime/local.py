@@ -116,6 +116,11 @@ def _close(*fds: int) -> None:
             os.close(fd)
 
 
+def inherited_env(base: Mapping[str, str]) -> dict[str, str]:
+    """What a job inherits of `base`: everything but Prefect's and FlowForge's own settings."""
+    return {k: v for k, v in base.items() if not k.startswith(_HIDDEN_PREFIXES)}
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40] or "job"
 
@@ -226,7 +231,7 @@ class LocalExecutor:
         PYTHONPATH / NODE_PATH are kept after the helpers directory.
         """
         base = os.environ if self.base_env is None else self.base_env
-        env = {k: v for k, v in base.items() if not k.startswith(_HIDDEN_PREFIXES)}
+        env = inherited_env(base)
         for key, value in job.env.items():
             if not isinstance(key, str) or not key or "=" in key or "\0" in key:
                 raise ValueError(f"job env: invalid variable name {key!r}")

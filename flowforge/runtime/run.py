@@ -101,8 +101,7 @@ class WorkflowRun:
             from flowforge.runtime.container import reap_in_background
 
             reap_in_background(keep=run.flow_run_id)
-        if any(j.type == "script" and (j.target is None or (j.target.container is None
-                                       and j.target.ssh is None)) for j in spec.jobs):
+        if any(j.type == "script" and _runs_locally(j) for j in spec.jobs):
             # Started now, its interpreter loads while Prefect creates the first task runs.
             from flowforge.runtime.launcher import Launcher
 
@@ -358,14 +357,16 @@ class WorkflowRun:
         """A `LauncherExecutor` (the local executor in the launcher process), a
         `ContainerExecutor`, or an `SshExecutor` on the run's one SSH pool (one connection per
         server, shared by every job of the run)."""
-        if job.target is not None and job.target.container is not None:
-            from flowforge.runtime.container import ContainerExecutor
-
-            return ContainerExecutor(job.target.container)
-        if job.target is None or job.target.ssh is None:
+        if _runs_locally(job):
             from flowforge.runtime.launcher import LauncherExecutor
 
             return LauncherExecutor()
+        assert job.target is not None
+        if job.target.container is not None:
+            from flowforge.runtime.container import ContainerExecutor
+
+            return ContainerExecutor(job.target.container)
+        assert job.target.ssh is not None  # neither local nor a container
         from flowforge.runtime.ssh import SshExecutor, SshPool
         from flowforge.runtime.ssh_servers import PrefectDirectory
 
@@ -425,6 +426,11 @@ class WorkflowRun:
             return templates.render(self.spec.outputs, context), None
         except templates.TemplateError as exc:
             return None, f"outputs: {exc}"
+
+
+def _runs_locally(job: Job) -> bool:
+    """Whether a script job runs on the worker itself (neither a container nor ssh target)."""
+    return job.target is None or (job.target.container is None and job.target.ssh is None)
 
 
 def _item() -> Any:
