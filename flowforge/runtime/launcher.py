@@ -6,15 +6,17 @@ waits, often milliseconds, to get it back. Starting a job takes about 45 of them
 directory, write its files, pipes, fork, poll, collect, remove), which made a FlowForge item
 three times slower than the bare `subprocess.run` of a hand-written Prefect task. So the flow
 run hands the whole job to one launcher process per flow-run process instead: one write to send
-the job, one wait for its result, and the launcher's threads make the system calls without
-anyone else's bytecode to wait for.
+the job, one wait for its result, and the launcher makes the system calls without anyone
+else's bytecode to wait for.
 
-The launcher runs each job with the in-process `LocalExecutor`, so a job behaves exactly as it
-did (own session and group, filtered environment, timeouts, streaming, cleanup). It is started
-on first use, in its own session so a terminal's Ctrl-C reaches the flow run and not it, and
-it ignores SIGINT; it kills every job it runs when told to (`processes.kill_all` in the flow
-run) and when its stdin closes, which happens when the flow-run process ends in any way, even
-by SIGKILL, so a job can no longer outlive a killed flow run.
+The launcher prepares, starts and collects each job with the `LocalExecutor`'s own steps, so a
+job behaves exactly as it did (own session and group, filtered environment, timeouts, grace
+kills, streaming, cleanup), and supervises every job from one thread (`_Loop`), so its own work
+does not queue for the GIL either. It is started on first use, in its own session so a
+terminal's Ctrl-C reaches the flow run and not it, and it ignores SIGINT; it kills every job it
+runs when told to (`processes.kill_all` in the flow run) and when its stdin closes, which
+happens when the flow-run process ends in any way, even by SIGKILL, so a job can no longer
+outlive a killed flow run.
 
 The protocol is one JSON object per line on the launcher's stdin and stdout:
 
@@ -30,25 +32,42 @@ for-each item's shared part (`workdir.EncodedJSON`) is still encoded once per jo
 from __future__ import annotations
 
 import contextlib
+import heapq
 import itertools
 import json
 import os
 import queue
+import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 import flowforge
 from flowforge.runtime import processes, workdir
-from flowforge.runtime.local import LocalExecutor, LogFn, ScriptJob, ScriptResult, inherited_env
+from flowforge.runtime.local import (
+    DRAIN_SECONDS,
+    LocalExecutor,
+    LogFn,
+    Output,
+    ScriptJob,
+    ScriptResult,
+    Spawned,
+    failure,
+    inherited_env,
+)
 
 #: How long a caller whose log callback failed waits for the killed job's result.
 _KILL_WAIT = 10.0
+#: How often the launcher looks whether a group it signalled is gone (`processes.group_alive`
+#: reads /proc: nothing to wait on), and whether a job exited where there are no pidfds.
+_GROUP_POLL = 0.05
+_EXIT_POLL = 0.05
 
 
 class LauncherExecutor(LocalExecutor):
@@ -247,63 +266,101 @@ class Launcher:
 # -- the launcher process -------------------------------------------------------------------
 
 
-class _Server:
-    """Reads requests in order; runs each job on a pooled thread, which makes the system calls
-    of `LocalExecutor.run` and sends the replies."""
+class _Loop:
+    """One thread for every job: a selector over the request pipe, each job's two pipes and
+    its pidfd, plus a heap of timers for timeouts, grace periods and the drain limit.
+
+    The first launcher ran each job on a pooled thread with the blocking `LocalExecutor.run`;
+    a quarter of its CPU went on those threads handing the GIL to each other. Here nothing
+    waits but the selector, and the replies of one pass go out in one write.
+    """
 
     def __init__(self, out: int) -> None:
         self._out = out
+        self._outbox: list[str] = []
+        self._selector = selectors.DefaultSelector()
+        self._timers: list[tuple[float, int, Callable[[], None], _Job | None]] = []
+        self._order = itertools.count()  # ties in the heap never compare the callbacks
         self._base_env: dict[str, str] = {}
-        self._queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self._idle = 0  # pooled threads waiting for a job (a thread per job cost a clone each)
-        self._write_lock = threading.Lock()
-        self._running: dict[int, subprocess.Popen[bytes] | None] = {}  # None: not started yet
-        self._killed: set[int] = set()
-        self._lock = threading.Lock()
+        self.jobs: dict[int, _Job] = {}
+        self._open = True
 
     def send(self, message: dict[str, Any]) -> None:
-        with self._write_lock:
-            _write_line(self._out, message)
+        self._outbox.append(json.dumps(message, ensure_ascii=False))
 
-    def serve(self, requests: IO[bytes]) -> None:
-        for line in requests:
-            request = json.loads(line)
-            op = request["op"]
-            if "base_env" in request:
-                self._base_env = request["base_env"]
-            if op == "run":
-                request["base_env"] = self._base_env
-                self._dispatch(request)
-            elif op == "kill":
-                self._kill(request["id"])
-            elif op == "kill_all":
-                threading.Thread(target=self._kill_all, args=(request,), daemon=True).start()
-        processes.kill_all()  # stdin closed: the flow run is done or gone
+    def call_at(self, when: float, callback: Callable[[], None], job: _Job | None = None) -> None:
+        """Call `callback` at monotonic time `when`; a failure in it fails `job`."""
+        heapq.heappush(self._timers, (when, next(self._order), callback, job))
 
-    def _dispatch(self, request: dict[str, Any]) -> None:
-        with self._lock:
-            start = self._idle == 0
-            if not start:
-                self._idle -= 1
-        if start:
-            threading.Thread(target=self._work, daemon=True).start()
-        self._queue.put(request)
+    def watch(self, fd: int, callback: Callable[[int], None], job: _Job | None = None) -> None:
+        self._selector.register(fd, selectors.EVENT_READ, (callback, job))
 
-    def _work(self) -> None:
-        while True:
-            self._run(self._queue.get())
-            with self._lock:
-                self._idle += 1
+    def unwatch(self, fd: int) -> None:
+        self._selector.unregister(fd)
 
-    def _run(self, request: dict[str, Any]) -> None:
+    def serve(self, requests: int) -> None:
+        self.watch(requests, _LineReader(self._request).read_from)
+        while self._open:
+            wait = None
+            if self._timers:
+                wait = max(0.0, self._timers[0][0] - time.monotonic())
+            for key, _ in self._selector.select(wait):
+                callback, job = key.data
+                self._call(job, callback, key.fd)
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, callback, job = heapq.heappop(self._timers)
+                self._call(job, callback)
+            self._flush()
+        processes.kill_all()  # replies cannot be written: the flow run is gone
+
+    def close(self) -> None:
+        self._open = False
+
+    def _call(self, job: _Job | None, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception as exc:  # a bug here must still answer, or the caller waits forever
+            if job is None:
+                raise
+            job.abort(f"the job launcher failed: {type(exc).__name__}: {exc}")
+
+    def _flush(self) -> None:
+        if not self._outbox:
+            return
+        text = "\n".join(self._outbox) + "\n"
+        self._outbox.clear()
+        data = memoryview(text.encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(self._out, data):]
+        except OSError:  # the flow run is gone: nobody to answer
+            self.close()
+
+    def _request(self, line: bytes) -> None:
+        request = json.loads(line)
+        op = request["op"]
+        if "base_env" in request:
+            self._base_env = request["base_env"]
+        if op == "run":
+            try:
+                self._start(request)
+            except Exception as exc:  # a bug here must still answer, or the caller waits forever
+                self.result(request["id"], failure(f"the job launcher failed: "
+                                                    f"{type(exc).__name__}: {exc}", time.monotonic()))
+        elif op == "kill":
+            job = self.jobs.get(request["id"])
+            if job is not None:
+                job.signal(signal.SIGKILL)
+        elif op == "kill_all":
+            self._kill_all(request["id"], request["grace"])
+
+    def _start(self, request: dict[str, Any]) -> None:
         job_id: int = request["id"]
-        with self._lock:
-            self._running[job_id] = None
         options = request["options"]
         spec = request["job"]
         executor = LocalExecutor(keep_dirs=options["keep_dirs"], kill_grace=options["kill_grace"],
-                                 python=options["python"], base_env=request["base_env"])
-        executor.on_spawn = lambda proc: self._spawned(job_id, proc)
+                                 python=options["python"], base_env=self._base_env)
         job = ScriptJob(
             name=spec["name"], runtime=spec["runtime"], script=spec["script"], env=spec["env"],
             input=workdir.EncodedJSON(spec["input"]), event=workdir.EncodedJSON(spec["event"]),
@@ -311,51 +368,232 @@ class _Server:
             timeout=spec["timeout"],
             work_root=None if spec["work_root"] is None else Path(spec["work_root"]),
         )
-
-        def log(stream: str, line: str) -> None:
-            self.send({"id": job_id, "log": [stream, line]})
-
+        started = time.monotonic()
         try:
-            result = executor.run(job, log)
-        except Exception as exc:  # a bug here must still answer, or the caller waits forever
-            result = ScriptResult(exit_code=None, error=f"the job launcher failed: "
-                                                        f"{type(exc).__name__}: {exc}")
-        finally:
-            with self._lock:
-                self._running.pop(job_id, None)
-                self._killed.discard(job_id)
+            job_dir = executor.make_dir(job)
+        except OSError as exc:
+            self.result(job_id, failure(f"could not create the job directory: {exc}", started))
+            return
+        try:
+            spawned = executor.spawn(job_dir, job)
+        except BaseException:
+            executor.close_dir(job_dir, failure("", started), None)
+            raise
+        if isinstance(spawned, str):
+            self.result(job_id, executor.close_dir(job_dir, failure(spawned, started), None))
+            return
+        self.jobs[job_id] = _Job(self, job_id, executor, job_dir, spawned, job.timeout, started)
+
+    def result(self, job_id: int, result: ScriptResult) -> None:
         data = asdict(result)
         data["job_dir"] = None if result.job_dir is None else str(result.job_dir)
         self.send({"id": job_id, "result": data})
 
-    def _spawned(self, job_id: int, proc: subprocess.Popen[bytes]) -> None:
-        with self._lock:
-            self._running[job_id] = proc
-            killed = job_id in self._killed
-        if killed:  # the kill came while the job was being started
-            processes.signal_group(proc.pid, signal.SIGKILL)
+    def _kill_all(self, reply_id: int, grace: float) -> None:
+        """SIGTERM every job's group, SIGKILL what is left after `grace`, then answer; the
+        jobs' own results follow as their processes are reaped."""
+        groups = [job.pid for job in self.jobs.values() if job.signal(signal.SIGTERM)]
+        deadline = time.monotonic() + grace
 
-    def _kill(self, job_id: int) -> None:
-        with self._lock:
-            if job_id not in self._running:  # already over
+        def check() -> None:
+            nonlocal groups
+            groups = [pgid for pgid in groups if processes.group_alive(pgid)]
+            if groups and time.monotonic() < deadline:
+                self.call_at(time.monotonic() + _GROUP_POLL, check)
                 return
-            proc = self._running[job_id]
-            self._killed.add(job_id)
-        if proc is not None:
-            processes.signal_group(proc.pid, signal.SIGKILL)
+            for pgid in groups:  # what is left after the grace
+                processes.signal_group(pgid, signal.SIGKILL)
+            self.send({"id": reply_id, "killed": True})
 
-    def _kill_all(self, request: dict[str, Any]) -> None:
-        processes.kill_all(request["grace"])
-        self.send({"id": request["id"], "killed": True})
+        self.call_at(time.monotonic() + _GROUP_POLL, check)
+
+
+class _LineReader:
+    """Splits a pipe's bytes into lines for `handle`; a long request may take many reads."""
+
+    def __init__(self, handle: Callable[[bytes], None]) -> None:
+        self._handle = handle
+        self._buffer = bytearray()
+
+    def read_from(self, fd: int) -> None:
+        data = os.read(fd, 1 << 16)
+        if not data:
+            raise _Closed
+        searched = len(self._buffer)
+        self._buffer += data
+        begin = 0
+        while (end := self._buffer.find(b"\n", searched)) >= 0:
+            self._handle(bytes(self._buffer[begin:end]))
+            begin = searched = end + 1
+        del self._buffer[:begin]
+
+
+class _Closed(Exception):
+    """The request pipe reached its end: the flow-run process is done or gone."""
+
+
+class _Job:
+    """One running job, advanced by the loop's events.
+
+    Its life is the blocking `LocalExecutor._supervise`, step by step: run (to the timeout,
+    then SIGTERM and SIGKILL after the grace); once the main process has exited, SIGTERM what
+    it left in its group and SIGKILL that after the grace; read the pipes until they close,
+    at most `DRAIN_SECONDS` longer; then collect the results and remove the directory.
+    """
+
+    def __init__(self, loop: _Loop, job_id: int, executor: LocalExecutor, job_dir: Path,
+                 spawned: Spawned, timeout: float | None, started: float) -> None:
+        self.loop, self.id, self.executor, self.job_dir = loop, job_id, executor, job_dir
+        self.proc = spawned.proc
+        self.pid = spawned.proc.pid
+        self.timeout, self.started = timeout, started
+        self.output = Output(spawned, self._log)
+        self.open = set(self.output.pipes)
+        self.timed_out = False
+        self.kill_at: float | None = None  # after a timeout: when the grace ends
+        self.exited = False
+        self.draining = False
+        self.done = False  # supervision is over (collecting, or answered)
+        self.answered = False
+        for fd in self.open:
+            loop.watch(fd, self._readable, self)
+        self.pidfd: int | None = None
+        with contextlib.suppress(AttributeError, OSError):  # no pidfds: poll for the exit
+            self.pidfd = os.pidfd_open(self.pid)
+        if self.pidfd is not None:
+            loop.watch(self.pidfd, self._exit_readable, self)
+        else:
+            loop.call_at(started + _EXIT_POLL, self._poll_exit, self)
+        if timeout is not None:
+            loop.call_at(started + timeout, self._timed_out, self)
+
+    def signal(self, sig: int) -> bool:
+        """Signal the job's group while it is being supervised; False if it is gone."""
+        return not self.done and processes.signal_group(self.pid, sig)
+
+    def _log(self, stream: str, line: str) -> None:
+        self.loop.send({"id": self.id, "log": [stream, line]})
+
+    def _readable(self, fd: int) -> None:
+        if fd not in self.open:  # an event left from before the pipe was closed
+            return
+        if not self.output.read(fd):
+            self._close_pipe(fd)
+            if self.draining and not self.open:
+                self._finish()
+
+    def _close_pipe(self, fd: int) -> None:
+        self.loop.unwatch(fd)
+        os.close(fd)
+        self.open.discard(fd)
+
+    def _exit_readable(self, fd: int) -> None:
+        if fd != self.pidfd or self.proc.poll() is None:
+            return
+        self.loop.unwatch(fd)
+        os.close(fd)
+        self.pidfd = None
+        self._exited()
+
+    def _poll_exit(self) -> None:
+        if self.done:
+            return
+        if self.proc.poll() is None:
+            self.loop.call_at(time.monotonic() + _EXIT_POLL, self._poll_exit, self)
+        else:
+            self._exited()
+
+    def _timed_out(self) -> None:
+        if self.exited or self.done:
+            return
+        self.timed_out = True
+        self.signal(signal.SIGTERM)
+        self.kill_at = time.monotonic() + self.executor.kill_grace
+        self.loop.call_at(self.kill_at, self._grace_over, self)
+
+    def _grace_over(self) -> None:
+        if not self.exited:  # once it has exited, `_exited` owns the rest of the grace
+            self.signal(signal.SIGKILL)
+
+    def _exited(self) -> None:
+        """The main process is done; anything it left in its group goes now (within the
+        grace still owed after a timeout), so the pipes close and the job really ends."""
+        self.exited = True
+        now = time.monotonic()
+        grace = self.executor.kill_grace if self.kill_at is None else max(0.0, self.kill_at - now)
+        if not processes.signal_group(self.pid, signal.SIGTERM):
+            self._drain()
+            return
+        deadline = now + grace
+
+        def check() -> None:
+            if self.done:
+                return
+            if processes.group_alive(self.pid):
+                if time.monotonic() < deadline:
+                    self.loop.call_at(time.monotonic() + _GROUP_POLL, check, self)
+                    return
+                processes.signal_group(self.pid, signal.SIGKILL)
+            self._drain()
+
+        self.loop.call_at(now + _GROUP_POLL, check, self)
+
+    def _drain(self) -> None:
+        self.draining = True
+        if self.open:  # only an escaped grandchild can hold them now; it gets DRAIN_SECONDS
+            self.loop.call_at(time.monotonic() + DRAIN_SECONDS, self._finish, self)
+        else:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for fd in list(self.open):
+            self._close_pipe(fd)
+        self.output.flush()
+        processes.unregister(self.proc)
+        result, listing = self.executor.finish(self.job_dir, self.proc.returncode, self.timed_out,
+                                               self.output.tail, self.timeout, self.started)
+        self._answer(self.executor.close_dir(self.job_dir, result, listing))
+
+    def _answer(self, result: ScriptResult) -> None:
+        self.answered = True
+        self.loop.jobs.pop(self.id, None)
+        self.loop.result(self.id, result)
+
+    def abort(self, error: str) -> None:
+        """Answer with `error` after a bug in the launcher; the job must not outlive it."""
+        if self.answered:
+            return
+        self.done = True
+        processes.signal_group(self.pid, signal.SIGKILL)
+        for fd in list(self.open):
+            with contextlib.suppress(Exception):
+                self._close_pipe(fd)
+        if self.pidfd is not None:
+            with contextlib.suppress(Exception):
+                self.loop.unwatch(self.pidfd)
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+        with contextlib.suppress(Exception):
+            self.proc.wait(1.0)
+        processes.unregister(self.proc)
+        result = failure(error, self.started)
+        with contextlib.suppress(Exception):
+            result = self.executor.close_dir(self.job_dir, result, None)
+        self._answer(result)
 
 
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the flow run decides when its jobs stop
     out = os.dup(1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing else may write into the protocol
-    with os.fdopen(0, "rb") as requests:
-        _Server(out).serve(requests)
-    os._exit(0)  # job threads still writing results nobody reads must not hold the exit
+    loop = _Loop(out)
+    with contextlib.suppress(_Closed):
+        loop.serve(0)
+    processes.kill_all()
+    os._exit(0)
 
 
 if __name__ == "__main__":

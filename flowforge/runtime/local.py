@@ -121,18 +121,63 @@ def inherited_env(base: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in base.items() if not k.startswith(_HIDDEN_PREFIXES)}
 
 
+def failure(error: str, started: float) -> ScriptResult:
+    """The result of a job that failed before or instead of running its script."""
+    return ScriptResult(exit_code=None, error=error, duration=time.monotonic() - started)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40] or "job"
 
 
+@dataclass
+class Spawned:
+    """A started job: its process (its own session and group) and its pipes' read ends."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: int
+    stderr: int
+
+
+class Output:
+    """A job's stdout and stderr as lines, each handed to `log` as it completes; the last
+    stderr lines (progress reports aside) are kept for the error message."""
+
+    def __init__(self, spawned: Spawned, log: LogFn) -> None:
+        self.pipes = {spawned.stdout: _Lines("stdout"), spawned.stderr: _Lines("stderr")}
+        self.tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._log = log
+
+    def read(self, fd: int) -> bool:
+        """Read what pipe `fd` has (call when it is readable); False once it is at its end."""
+        data = os.read(fd, 65536)
+        lines = self.pipes[fd]
+        self._emit(lines.stream, lines.feed(data) if data else lines.flush())
+        return bool(data)
+
+    def flush(self) -> None:
+        """Log whatever is left without a final newline."""
+        for lines in self.pipes.values():
+            self._emit(lines.stream, lines.flush())
+
+    def _emit(self, stream: str, lines: list[str]) -> None:
+        for line in lines:
+            if stream == "stderr" and not _PROGRESS_LINE.match(line):
+                self.tail.append(line)
+            self._log(stream, line)
+
+
 class LocalExecutor:
-    """Runs script jobs on this machine. Safe to share between threads (it holds no run state)."""
+    """Runs script jobs on this machine. Safe to share between threads (it holds no run state).
+
+    `run` is one job from start to end on the calling thread. Its steps (`make_dir`, `spawn`,
+    `finish`, `close_dir`) are public for a supervisor that watches many jobs from one thread
+    (the launcher), so a job is prepared, started and collected the same way by both.
+    """
 
     #: Where the job's script finds the helpers: the installed ones, since a local script sees
     #: this filesystem; None means the copies `workdir.prepare` puts in the job directory.
     helpers_dir: Path | None = workdir.HELPERS_SOURCE
-    #: Called with each job's process once it has started (the launcher's handle to kill one).
-    on_spawn: Callable[[subprocess.Popen[bytes]], None] | None = None
 
     def __init__(self, *, keep_dirs: bool = False, kill_grace: float = 3.0, python: str | None = None,
                  base_env: Mapping[str, str] | None = None) -> None:
@@ -147,62 +192,42 @@ class LocalExecutor:
         """Run `job` to the end, calling `log(stream, line)` for each output line as it comes."""
         started = time.monotonic()
         try:
-            if job.work_root is not None:
-                job.work_root.mkdir(parents=True, exist_ok=True)
-            job_dir = Path(tempfile.mkdtemp(prefix=f"flowforge-{_slug(job.name)}-", dir=job.work_root))
+            job_dir = self.make_dir(job)
         except OSError as exc:
-            return ScriptResult(exit_code=None, error=f"could not create the job directory: {exc}",
-                                duration=time.monotonic() - started)
-        listing: list[str] | None = None  # what the job left, when `_run_in` got to read it
+            return failure(f"could not create the job directory: {exc}", started)
         try:
             result, listing = self._run_in(job_dir, job, log, started)
-        finally:
+        except BaseException:  # interrupted, or `log` raised: the directory still goes
             if not self.keep_dirs:
-                workdir.remove(job_dir, listing)
+                workdir.remove(job_dir)
+            raise
+        return self.close_dir(job_dir, result, listing)
+
+    @staticmethod
+    def make_dir(job: ScriptJob) -> Path:
+        """A new, empty job directory (under `job.work_root` if set); raises OSError."""
+        if job.work_root is not None:
+            job.work_root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"flowforge-{_slug(job.name)}-", dir=job.work_root))
+
+    def close_dir(self, job_dir: Path, result: ScriptResult, listing: list[str] | None) -> ScriptResult:
+        """Remove the job directory (`listing`: its names, when known), or keep it and say so."""
         if self.keep_dirs:
             result.job_dir = job_dir
+        else:
+            workdir.remove(job_dir, listing)
         return result
 
     def _run_in(self, job_dir: Path, job: ScriptJob, log: LogFn,
                 started: float) -> tuple[ScriptResult, list[str] | None]:
         """The job's result and the job directory's listing after it ran (None if it did not)."""
-        def failed(error: str) -> tuple[ScriptResult, None]:
-            return ScriptResult(exit_code=None, error=error, duration=time.monotonic() - started), None
-
-        if job.timeout is not None and job.timeout <= 0:
-            return failed(f"timeout must be positive, got {job.timeout}")
-        try:
-            script_path = workdir.prepare(job_dir, input=job.input, variables=job.variables,
-                                          event=job.event, script=job.script, runtime=job.runtime,
-                                          helpers=self.helpers_dir is None)
-            argv = workdir.command_for(job.runtime, script_path, python=self.python)
-            env = self._environment(job, job_dir)
-        except ValueError as exc:
-            return failed(str(exc))
-        except OSError as exc:
-            return failed(f"could not prepare the job directory: {exc}")
-        # Raw pipe ends rather than `PIPE`: Popen would wrap each in a file object (three more
-        # system calls apiece) that `_supervise` does not use.
-        out_read, out_write = os.pipe()
-        err_read, err_write = os.pipe()
-        try:
-            proc = subprocess.Popen(argv, cwd=job_dir, env=env, stdin=_devnull(),
-                                    stdout=out_write, stderr=err_write, start_new_session=True)
-        except FileNotFoundError:
-            _close(out_read, err_read)
-            return failed(f"cannot run a {job.runtime} job: '{argv[0]}' was not found on this machine "
-                          f"(PATH={env.get('PATH', '')})")
-        except (OSError, ValueError) as exc:
-            _close(out_read, err_read)
-            return failed(f"cannot start '{argv[0]}': {exc}")
-        finally:
-            _close(out_write, err_write)
-        processes.register(proc)
+        spawned = self.spawn(job_dir, job)
+        if isinstance(spawned, str):
+            return failure(spawned, started), None
+        proc = spawned.proc
         supervised = False
         try:
-            if self.on_spawn is not None:
-                self.on_spawn(proc)
-            timed_out, tail = self._supervise(proc, out_read, err_read, job.timeout, log)
+            timed_out, tail = self._supervise(spawned, job.timeout, log)
             supervised = True  # the job and its group are gone
         finally:
             if not supervised:  # `log` raised or we were interrupted: the job must not outlive us
@@ -211,19 +236,56 @@ class LocalExecutor:
                     proc.wait()
                 processes.terminate_group(proc.pid, 0.0)
             processes.unregister(proc)
+        return self.finish(job_dir, proc.returncode, timed_out, tail, job.timeout, started)
+
+    def spawn(self, job_dir: Path, job: ScriptJob) -> Spawned | str:
+        """Fill `job_dir` and start the job in it (tracked by `processes`); or why it could not."""
+        if job.timeout is not None and job.timeout <= 0:
+            return f"timeout must be positive, got {job.timeout}"
+        try:
+            script_path = workdir.prepare(job_dir, input=job.input, variables=job.variables,
+                                          event=job.event, script=job.script, runtime=job.runtime,
+                                          helpers=self.helpers_dir is None)
+            argv = workdir.command_for(job.runtime, script_path, python=self.python)
+            env = self._environment(job, job_dir)
+        except ValueError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"could not prepare the job directory: {exc}"
+        # Raw pipe ends rather than `PIPE`: Popen would wrap each in a file object (three more
+        # system calls apiece) that the supervisor does not use.
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        try:
+            proc = subprocess.Popen(argv, cwd=job_dir, env=env, stdin=_devnull(),
+                                    stdout=out_write, stderr=err_write, start_new_session=True)
+        except FileNotFoundError:
+            _close(out_read, err_read)
+            return (f"cannot run a {job.runtime} job: '{argv[0]}' was not found on this machine "
+                    f"(PATH={env.get('PATH', '')})")
+        except (OSError, ValueError) as exc:
+            _close(out_read, err_read)
+            return f"cannot start '{argv[0]}': {exc}"
+        finally:
+            _close(out_write, err_write)
+        processes.register(proc)
+        return Spawned(proc, out_read, err_read)
+
+    def finish(self, job_dir: Path, exit_code: int | None, timed_out: bool, tail: deque[str],
+               timeout: float | None, started: float) -> tuple[ScriptResult, list[str] | None]:
+        """The result of a job whose process group is gone, with the job directory's names."""
         listing = workdir.listing(job_dir)
         artifacts = workdir.collect(job_dir, listing)
         return ScriptResult(
-            exit_code=proc.returncode,
+            exit_code=exit_code,
             output=artifacts.output,
             condition=artifacts.condition,
             variables_set=artifacts.variables_set,
             progress=artifacts.progress,
-            error=self._error(proc.returncode, timed_out, job.timeout, tail, artifacts.error),
+            error=self._error(exit_code, timed_out, timeout, tail, artifacts.error),
             timed_out=timed_out,
             duration=time.monotonic() - started,
         ), listing
-
     def _environment(self, job: ScriptJob, job_dir: Path) -> dict[str, str]:
         """Inherited env minus Prefect/FlowForge settings, then the job's env, then the helpers.
 
@@ -245,25 +307,19 @@ class LocalExecutor:
         env.update(helpers)
         return env
 
-    def _supervise(self, proc: subprocess.Popen[bytes], stdout: int, stderr: int,
-                   timeout: float | None, log: LogFn) -> tuple[bool, deque[str]]:
+    def _supervise(self, spawned: Spawned, timeout: float | None,
+                   log: LogFn) -> tuple[bool, deque[str]]:
         """Stream output until the job and its group are gone; returns (timed_out, stderr tail).
 
-        Owns the read ends `stdout` and `stderr` and closes them."""
-        tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        pipes = {stdout: _Lines("stdout"), stderr: _Lines("stderr")}
+        Owns the pipes' read ends and closes them."""
+        proc = spawned.proc
+        output = Output(spawned, log)
         # poll(2), not epoll: nothing to create or register in the kernel for two pipes, so
         # fewer system calls per job (see `workdir._write` for why those count). A pipe is only
         # read once poll says it is readable, so it can stay blocking.
         selector = selectors.PollSelector()
-        for fd in pipes:
+        for fd in output.pipes:
             selector.register(fd, selectors.EVENT_READ)
-
-        def emit(stream: str, lines: list[str]) -> None:
-            for line in lines:
-                if stream == "stderr" and not _PROGRESS_LINE.match(line):
-                    tail.append(line)
-                log(stream, line)
 
         def pump(wait: float | None) -> None:
             """Read what is there, for up to `wait` seconds (None: no deadline to watch)."""
@@ -277,13 +333,8 @@ class LocalExecutor:
             # While a pipe is open, wake at least every 0.1 s to see whether the main process
             # ended while something it started still holds the pipe.
             for key, _ in selector.select(0.1 if wait is None else min(0.1, wait)):
-                data = os.read(key.fd, 65536)
-                lines = pipes[key.fd]
-                if data:
-                    emit(lines.stream, lines.feed(data))
-                else:
+                if not output.read(key.fd):
                     selector.unregister(key.fd)
-                    emit(lines.stream, lines.flush())
 
         deadline = None if timeout is None else time.monotonic() + timeout
         kill_at: float | None = None
@@ -307,12 +358,11 @@ class LocalExecutor:
             drain_until = time.monotonic() + DRAIN_SECONDS
             while selector.get_map() and time.monotonic() < drain_until:
                 pump(0.1)
-            for lines in pipes.values():
-                emit(lines.stream, lines.flush())
+            output.flush()
         finally:
             selector.close()
-            _close(stdout, stderr)
-        return timed_out, tail
+            _close(*output.pipes)
+        return timed_out, output.tail
 
     @staticmethod
     def _error(code: int | None, timed_out: bool, timeout: float | None, tail: deque[str],
@@ -330,4 +380,5 @@ class LocalExecutor:
         return artifacts_error
 
 
-__all__ = ["LocalExecutor", "LogFn", "Runtime", "ScriptJob", "ScriptResult"]
+__all__ = ["LocalExecutor", "LogFn", "Output", "Runtime", "ScriptJob", "ScriptResult", "Spawned",
+           "failure"]

@@ -7,6 +7,8 @@ concurrent jobs' replies, dying, and outliving the flow-run process that started
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -14,10 +16,14 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
+
+import pytest
 
 from flowforge.runtime.launcher import Launcher, LauncherExecutor
-from flowforge.runtime.local import ScriptJob
+from flowforge.runtime.local import LocalExecutor, ScriptJob
 from tests.unit.test_local_executor import running
 
 
@@ -136,3 +142,85 @@ def test_the_launcher_ignores_a_terminals_ctrl_c(tmp_path: Path) -> None:
     runner.join(20)
     assert results and results[0].error is None
     assert launcher.proc.poll() is None
+
+
+class InProcessLoop:
+    """The launcher's loop on a thread of this process, spoken to over two pipes, so a test
+    can patch what it calls. `request` sends one run; `replies` reads until a job's result."""
+
+    def __init__(self) -> None:
+        from flowforge.runtime.launcher import _Closed, _Loop
+
+        self._to_loop_r, self._to_loop = os.pipe()
+        self._from_loop, from_loop_w = os.pipe()
+        self._replies = os.fdopen(self._from_loop, "rb")
+        self._loop = _Loop(from_loop_w)
+        self._out = from_loop_w
+
+        def serve() -> None:
+            with contextlib.suppress(_Closed):
+                self._loop.serve(self._to_loop_r)
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+
+    def request(self, job_id: int, script: str, timeout: float | None = None) -> None:
+        executor = LauncherExecutor()
+        message = {**executor._request(ScriptJob(name=f"j{job_id}", runtime="bash", script=script,
+                                                 timeout=timeout)),
+                   "id": job_id, "base_env": executor._base_env()}
+        os.write(self._to_loop, (json.dumps(message) + "\n").encode())
+
+    def result(self) -> dict[str, Any]:
+        while True:
+            reply = json.loads(self._replies.readline())
+            if "result" in reply:
+                return cast(dict[str, Any], reply)
+
+    def close(self) -> None:
+        os.close(self._to_loop)
+        self._thread.join(10)
+        self._replies.close()
+        for fd in (self._to_loop_r, self._out):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@pytest.fixture
+def loop() -> Iterator[InProcessLoop]:
+    harness = InProcessLoop()
+    yield harness
+    harness.close()
+
+
+def test_a_bug_while_supervising_a_job_answers_with_an_error_and_kills_the_job(
+        loop: InProcessLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop serves every job, so an exception in one job's step must fail that job (its
+    caller would otherwise wait forever) and leave the loop serving the others."""
+    def broken(self: LocalExecutor, job_dir: Path, *args: Any) -> Any:
+        if job_dir.name.startswith("flowforge-j1-"):
+            raise RuntimeError("collect broke")
+        return real_finish(self, job_dir, *args)
+
+    real_finish = LocalExecutor.finish
+    monkeypatch.setattr(LocalExecutor, "finish", broken)
+    loop.request(1, "echo one")
+    reply = loop.result()
+    assert reply["id"] == 1
+    assert reply["result"]["error"] == "the job launcher failed: RuntimeError: collect broke"
+    loop.request(2, "echo two")
+    reply = loop.result()
+    assert reply["id"] == 2 and reply["result"]["error"] is None and reply["result"]["exit_code"] == 0
+
+
+def test_without_pidfds_the_loop_polls_for_exits(loop: InProcessLoop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where `os.pidfd_open` is missing (not Linux) or refused, exits are found by polling,
+    and timeouts still hold."""
+    monkeypatch.delattr(os, "pidfd_open")
+    loop.request(1, "exit 3")
+    assert loop.result()["result"]["exit_code"] == 3
+    started = time.monotonic()
+    loop.request(2, "sleep 30", timeout=0.5)
+    reply = loop.result()["result"]
+    assert reply["timed_out"] and reply["error"] == "timed out after 0.5s"
+    assert time.monotonic() - started < 10
