@@ -17,7 +17,10 @@ per item or job) with the same thread width:
   validate and compile the N-job document (median of 5).
 
 Each measured run is a fresh Python process (so peak RSS, `ru_maxrss`, is that variant's own);
-the variants alternate. A Prefect server is started on a free port unless PREFECT_API_URL is set.
+the variants alternate. Besides wall time and peak RSS, a run reports its CPU seconds: the
+flow process with its jobs and FlowForge's launcher, plus the Prefect server's from the run's
+start until the server is idle again (when the bench started the server). A Prefect server is
+started on a free port unless PREFECT_API_URL is set.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -137,12 +141,32 @@ def measure_one(kind: str, variant: str, n: int) -> dict[str, float]:
 
             fn = (_flowforge(dag_workflow(n), Path(tmp)) if variant == "flowforge"
                   else _prefect_sync_dag(n) if variant == "sync" else prefect_fanout(n))
+        cpu_before = _cpu_with_children()
         start = time.perf_counter()
         state = fn()
         wall = time.perf_counter() - start
     if not state.is_completed():
         raise RuntimeError(f"{kind} {variant} did not complete: {state}")
-    return {"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    _reap_launcher()
+    return {"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "cpu": _cpu_with_children() - cpu_before}
+
+
+def _cpu_with_children() -> float:
+    """CPU seconds of this process and of every child it has reaped (jobs, the launcher)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def _reap_launcher() -> None:
+    """End FlowForge's job launcher and wait for it, so its CPU (and its jobs') is counted as
+    this process's children's; at exit it would be orphaned instead, and not counted."""
+    from flowforge.runtime.launcher import Launcher
+
+    launcher = Launcher._current
+    if launcher is not None and launcher.proc.stdin is not None:
+        launcher.proc.stdin.close()
+        launcher.proc.wait(30)
 
 
 def run_child(kind: str, variant: str, n: int) -> dict[str, float]:
@@ -173,26 +197,47 @@ def compare(kind: str, n: int, reps: int, baselines: list[str], settle: float = 
 
     Before each run the server (`server`, its PID, when the bench started it) must be idle,
     having recorded the last run's events (after 1,000+ task runs it is busy for minutes and
-    answers 503 to new flow runs), then `settle` more seconds pass."""
+    answers 503 to new flow runs), then `settle` more seconds pass; the server's CPU from the
+    start of a run until it is idle again is that run's.
+
+    This machine's speed drifts by 10-20% between runs minutes apart (CPU seconds for the same
+    work drift as much as wall time), so besides the ratio of medians each baseline gets the
+    median of its per-rep ratios: a rep's variants run back to back, under the same drift.
+    """
+    from bench.etl import process_cpu, wait_idle
+
     results: dict[str, list[dict[str, float]]] = {v: [] for v in ["flowforge", *baselines]}
     for i in range(reps):
         order = list(results) if i % 2 == 0 else list(results)[::-1]
         for variant in order:
             if server is not None:
-                from bench.etl import wait_idle
-
                 wait_idle(server)
             time.sleep(settle)
-            results[variant].append(run_child(kind, variant, n))
-            print(f"  {kind}{n} {variant}: {results[variant][-1]}", flush=True)
-    ours = statistics.median(r["wall"] for r in results["flowforge"])
+            server_before = process_cpu(server) if server is not None else 0.0
+            run = run_child(kind, variant, n)
+            if server is not None:
+                wait_idle(server)
+                run["server_cpu"] = process_cpu(server) - server_before
+            results[variant].append(run)
+            print(f"  {kind}{n} {variant}: " + ", ".join(f"{k} {v:.2f}" for k, v in run.items()),
+                  flush=True)
+    ours = results["flowforge"]
     for variant, runs in results.items():
         walls = [r["wall"] for r in runs]
-        median = statistics.median(walls)
-        print(f"{kind}{n:<6} {variant:<10} {median:8.2f} s ({min(walls):.2f}-{max(walls):.2f}, "
-              f"median of {reps})  peak RSS {max(r['rss_mb'] for r in runs):6.0f} MB"
-              + ("" if variant == "flowforge" else f"   flowforge/{variant} {ours / median:5.3f}"),
-              flush=True)
+        line = (f"{kind}{n:<6} {variant:<10} {statistics.median(walls):8.2f} s "
+                f"({min(walls):.2f}-{max(walls):.2f}, median of {reps})  "
+                f"peak RSS {max(r['rss_mb'] for r in runs):5.0f} MB  CPU {_median_cpu(runs):6.1f} s")
+        if variant != "flowforge":
+            paired = [a["wall"] / b["wall"] for a, b in zip(ours, runs, strict=True)]
+            ratio = statistics.median(r["wall"] for r in ours) / statistics.median(walls)
+            line += (f"   flowforge/{variant}: {ratio:5.3f} (per rep {statistics.median(paired):5.3f}, "
+                     f"{min(paired):.3f}-{max(paired):.3f}; CPU {_median_cpu(ours) / _median_cpu(runs):5.3f})")
+        print(line, flush=True)
+
+
+def _median_cpu(runs: list[dict[str, float]]) -> float:
+    """CPU of the flow process, its jobs and launcher, and the Prefect server's share."""
+    return statistics.median(r["cpu"] + r.get("server_cpu", 0.0) for r in runs)
 
 
 def main() -> None:

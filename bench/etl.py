@@ -163,23 +163,23 @@ def prefect_server(tmp: Path) -> Iterator[subprocess.Popen[bytes] | None]:
             server.wait(timeout=30)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def wait_idle(pid: int, below: float = 0.05, window: float = 3.0, limit: float = 900.0) -> float:
     """Wait until process `pid` uses under `below` of a core over `window` s; returns the wait.
 
     After a large run the server spends minutes digesting its events (and answers 503 to new
     flow runs meanwhile); a run measured then times the server's backlog, not the flow.
     """
-    ticks = os.sysconf("SC_CLK_TCK")
-
-    def cpu() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
     start = time.monotonic()
     while time.monotonic() - start < limit:
-        before = cpu()
+        before = process_cpu(pid)
         time.sleep(window)
-        if (cpu() - before) / window < below:
+        if (process_cpu(pid) - before) / window < below:
             break
     return time.monotonic() - start
 

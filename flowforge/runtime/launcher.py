@@ -16,12 +16,13 @@ does not queue for the GIL either. It is started on first use, in its own sessio
 terminal's Ctrl-C reaches the flow run and not it, and it ignores SIGINT; it kills every job it
 runs when told to (`processes.kill_all` in the flow run) and when its stdin closes, which
 happens when the flow-run process ends in any way, even by SIGKILL, so a job can no longer
-outlive a killed flow run.
+outlive a killed flow run. The launcher tells the flow run each job's process group as it
+starts it, so if the launcher itself dies, the flow run kills the jobs it left.
 
 The protocol is one JSON object per line on the launcher's stdin and stdout:
 
     -> {"op": "run", "id": N, "job": {...}, "options": {...}}
-    <- {"id": N, "log": [stream, line]} ... {"id": N, "result": {...}}
+    <- {"id": N, "group": pgid} {"id": N, "log": [stream, line]} ... {"id": N, "result": {...}}
     -> {"op": "kill", "id": N}                 (SIGKILL that job's group; its result follows)
     -> {"op": "kill_all", "id": N, "grace": s} <- {"id": N, "killed": true}
 
@@ -173,6 +174,7 @@ class Launcher:
         self._write_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, queue.SimpleQueue[dict[str, Any] | None]] = {}
+        self._groups: dict[int, int] = {}  # job id -> its process group, while it runs
         self._pending_lock = threading.Lock()
         self._env_sent: dict[str, str] | None = None  # the base env the launcher holds
         self.lost = False
@@ -202,6 +204,7 @@ class Launcher:
     def forget(self, job_id: int) -> None:
         with self._pending_lock:
             self._pending.pop(job_id, None)
+            self._groups.pop(job_id, None)
 
     def kill(self, job_id: int, replies: queue.SimpleQueue[dict[str, Any] | None]) -> None:
         """SIGKILL one job's group and wait (briefly) until the launcher has cleaned it up."""
@@ -248,19 +251,48 @@ class Launcher:
         try:
             for line in stdout:
                 reply = json.loads(line)
+                job_id = reply["id"]
                 with self._pending_lock:
-                    replies = self._pending.get(reply["id"])
+                    if "group" in reply:  # kept for `_lose`, its caller need not wake for it
+                        if job_id in self._pending:
+                            self._groups[job_id] = reply["group"]
+                        continue
+                    replies = self._pending.get(job_id)
                 if replies is not None:
                     replies.put(reply)
         finally:
             self._lose()
 
     def _lose(self) -> None:
+        """The launcher is gone: kill the jobs it left running, then fail their callers."""
         with self._pending_lock:
             self.lost = True
             waiting = list(self._pending.values())
+            orphans = list(self._groups.values())
+            self._groups.clear()
+        for pgid in orphans:
+            _kill_orphan(pgid)
         for replies in waiting:
             replies.put(None)
+
+
+def _kill_orphan(pgid: int) -> None:
+    """SIGKILL the group of a job whose launcher died.
+
+    The launcher may have reaped the job's main process just before dying, so its pid may
+    belong to someone else by now: a process still using it must lead its own session, as
+    every job does. While the group has members the pid cannot be reused, so without a
+    process of that pid what is signalled is still the job's group.
+    """
+    try:
+        stat: bytes | None = Path(f"/proc/{pgid}/stat").read_bytes()
+    except OSError:  # gone, or no /proc (not Linux): the group is all there is to check
+        stat = None
+    if stat is not None:
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if int(fields[3]) != pgid:  # state, ppid, pgrp, session: not a session leader
+            return
+    processes.signal_group(pgid, signal.SIGKILL)
 
 
 # -- the launcher process -------------------------------------------------------------------
@@ -383,6 +415,7 @@ class _Loop:
             self.result(job_id, executor.close_dir(job_dir, failure(spawned, started), None))
             return
         self.jobs[job_id] = _Job(self, job_id, executor, job_dir, spawned, job.timeout, started)
+        self.send({"id": job_id, "group": spawned.proc.pid})  # the flow run's to kill if we die
 
     def result(self, job_id: int, result: ScriptResult) -> None:
         data = asdict(result)

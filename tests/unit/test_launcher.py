@@ -69,16 +69,19 @@ def test_concurrent_jobs_get_their_own_logs_and_outputs() -> None:
     assert problems == []
 
 
-def test_a_launcher_that_dies_fails_its_jobs_clearly_and_the_next_job_gets_a_new_one(
+def test_a_launcher_that_dies_fails_its_jobs_clearly_kills_them_and_the_next_job_gets_a_new_one(
         tmp_path: Path) -> None:
+    """A killed launcher cannot clean up after itself: the flow run kills the groups it
+    reported, the job's background child too."""
     executor = LauncherExecutor()
     pid_file = tmp_path / "pid"
     results = []
     runner = threading.Thread(target=lambda: results.append(executor.run(
-        ScriptJob(name="j", runtime="bash", script=f"echo $$ > {pid_file}\nexec sleep 100"),
+        ScriptJob(name="j", runtime="bash",
+                  script=f"sleep 100 &\necho $$ $! > {pid_file}\nwait"),
         lambda s, line: None)))
     runner.start()
-    job_pid = int(wait_for_file(pid_file))
+    pids = [int(p) for p in wait_for_file(pid_file).split()]
     launcher = Launcher.get()
     os.kill(launcher.proc.pid, signal.SIGKILL)  # the launcher this test started
     runner.join(10)
@@ -87,10 +90,11 @@ def test_a_launcher_that_dies_fails_its_jobs_clearly_and_the_next_job_gets_a_new
         assert results[0].exit_code is None
         assert results[0].error == (f"the job launcher (pid {launcher.proc.pid}) exited while the "
                                     f"job ran (killed by SIGKILL)")
-        # A killed launcher cannot clean up after itself; its orphan is this test's to stop.
+        assert all(wait_gone(pid) for pid in pids)
     finally:
-        if running(job_pid):
-            os.kill(job_pid, signal.SIGKILL)
+        for pid in pids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
 
     result = executor.run(ScriptJob(name="j", runtime="bash", script="echo again"), lambda s, line: None)
     assert result.error is None
