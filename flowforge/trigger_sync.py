@@ -155,7 +155,20 @@ class Plan:
 
 
 async def flowforge_automations(client: PrefectClient) -> list[Automation]:
-    return [a for a in await client.read_automations() if a.name.startswith(PREFIX)]
+    """Every FlowForge automation on the server.
+
+    One `read_automations` call answers at most the server's default limit (200 unless the
+    operator set another) and cannot filter by name prefix, so a server with more automations
+    than that hid some: a deleted workflow's automation could survive (and keep firing, gotcha
+    11) and drift went unreported. Pages are read until one comes back empty, whatever the
+    server's limit is.
+    """
+    found: list[Automation] = []
+    offset = 0
+    while page := await client.read_automations(offset=offset):
+        found += [a for a in page if a.name.startswith(PREFIX)]
+        offset += len(page)
+    return found
 
 
 async def diff(client: PrefectClient, wf: Workflow, deployment_id: UUID,
