@@ -17,10 +17,10 @@ from prefect.client.schemas.filters import (
     ArtifactFilterType,
     DeploymentFilter,
     DeploymentFilterId,
-    FlowRunFilter,
-    FlowRunFilterId,
     LogFilter,
     LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterId,
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
@@ -117,11 +117,14 @@ async def read_logs(client: PrefectClient, run_id: UUID, limit: int, offset: int
         log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
         limit=limit, offset=offset, sort=LogSort.TIMESTAMP_ASC,
     )
-    task_ids = {log.task_run_id for log in logs if log.task_run_id}
+    # The task runs of this page's lines only, by id: reading the run's task runs answered
+    # the first 200, so past that (a large for-each) lines had no job. A page has at most
+    # 200 lines (the route's limit), so one read does.
+    task_ids = list({log.task_run_id for log in logs if log.task_run_id})
     names: dict[UUID, str] = {}
     if task_ids:
         task_runs = await client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200)
+            task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=task_ids)), limit=len(task_ids))
         names = {t.id: t.name for t in task_runs}
     return [LogLine(timestamp=log.timestamp, level=_level(log.level),
                     job=names.get(log.task_run_id) if log.task_run_id else None,

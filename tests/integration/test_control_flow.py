@@ -447,3 +447,26 @@ def test_one_prefect_client_serves_every_job_of_a_run(stack: Stack, tmp_path: Pa
     assert [j["state"] for j in summary["jobs"]] == ["COMPLETED"] * 11
     assert summary["jobs"][-1]["output"] == [None] * 10
     assert len(built) <= 3, f"{len(built)} sync clients for 21 task runs"  # was 2 per task run
+
+
+def test_logs_of_a_large_for_each_name_every_items_job(api: httpx.Client) -> None:
+    """Log lines carry their job (`each[i]`) past the first 200 task runs of the run: the
+    names used to come from one read of the run's task runs, which Prefect caps at 200."""
+    create_workflow(api, {"name": "many-logs", "jobs": [
+        {"name": "each", "runtime": "bash", "for_each": "{{ range(230) | list }}",
+         "max_parallel": 20, "env": {"ITEM": "{{ item }}"}, "script": 'echo "item $ITEM"'}]})
+    run = run_workflow(api, "many-logs", timeout=300)
+    assert run["state"] == "COMPLETED", run
+    deadline = time.monotonic() + 120
+    while True:  # Prefect writes log lines in batches, after the run at the latest
+        lines = []
+        offset = 0
+        while page := api.get(f"/runs/{run['id']}/logs", params={"limit": 200, "offset": offset}).json():
+            lines += [line for line in page if line["message"].startswith("item ")]
+            offset += len(page)
+        if len(lines) >= 230 or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert len(lines) == 230
+    assert all(line["job"] == f"each[{line['message'].split()[1]}]" for line in lines), \
+        [line for line in lines if line["job"] != f"each[{line['message'].split()[1]}]"][:3]
