@@ -28,6 +28,14 @@ class SyncStatus(BaseModel):
     deployment_id: str | None = None
 
 
+class DeletionPending(BaseModel):
+    """A workflow deleted in FlowForge whose removal from Prefect did not finish yet."""
+
+    name: str
+    sync: SyncStatus
+    detail: str
+
+
 class WorkflowSummary(BaseModel):
     name: str
     description: str | None

@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from api import crud
 from api.deps import SessionDep, TargetDep
-from api.schemas import ErrorBody, ValidationReport, WorkflowPublic, WorkflowSummary
+from api.schemas import (
+    DeletionPending,
+    ErrorBody,
+    SyncStatus,
+    ValidationReport,
+    WorkflowPublic,
+    WorkflowSummary,
+)
 from api.server_refs import check_servers
 from api.tables import WorkflowRow
 from api.workflow_calls import check_calls
@@ -98,15 +105,28 @@ async def replace_workflow(name: str, request: Request, session: SessionDep,
     return crud.public(row)
 
 
-@router.delete("/{name}", status_code=204, responses=ERRORS)
+@router.delete("/{name}", status_code=204,
+               responses={**ERRORS, 202: {"model": DeletionPending}})
 async def delete_workflow(name: str, session: SessionDep, target: TargetDep) -> Response:
+    """204 once the workflow is gone from FlowForge and Prefect. 202 when Prefect could not be
+    reached (or refused): the workflow is gone from FlowForge's API already, and the sync loop
+    keeps removing its deployment and automations until it succeeds; until then a deleted
+    workflow's automation may still fire, which the caller should know."""
     row = await crud.get_row(session, name)
     await crud.refuse_if_depended_on(session, name)  # 409 naming the dependants
     row.deleted, row.sync_status = True, "pending"
     session.add(row)
     await session.commit()
     await crud.sync_row(session, row, target)  # purges the row once Prefect forgot it
-    return Response(status_code=204)
+    left = (await session.exec(select(WorkflowRow.sync_status, WorkflowRow.sync_error)
+                               .where(WorkflowRow.name == name))).first()
+    if left is None:
+        return Response(status_code=204)
+    status, error = left
+    body = DeletionPending(name=name, sync=SyncStatus(status=status, error=error),
+                           detail="deleted in FlowForge; removing it from Prefect did not finish "
+                                  "and is retried in the background")
+    return JSONResponse(body.model_dump(), status_code=202)
 
 
 @router.post("/{name}/validate", response_model=ValidationReport, responses=ERRORS)

@@ -130,3 +130,18 @@ def test_patch_cannot_change_type_and_delete_removes(api: TestClient) -> None:
     assert patched.json()["id"] == t["id"]
     assert api.delete(f"/workflows/w/triggers/{t['id']}").status_code == 204
     assert api.get("/workflows/w/triggers").json() == []
+
+
+def test_delete_while_prefect_is_down_is_accepted_and_says_prefect_is_pending(api: TestClient) -> None:
+    """The workflow is gone from the API at once; the answer says its deployment and
+    automations are not removed yet (the sync loop retries), instead of a 204 that would hide
+    automations still able to fire."""
+    assert api.post("/workflows", json=wf("gone", {"type": "event", "event": "x.y"})).status_code == 201
+    deleted = api.delete("/workflows/gone")
+    assert deleted.status_code == 202, deleted.text
+    body = deleted.json()
+    assert body["name"] == "gone" and body["sync"]["status"] == "pending"
+    assert "unreachable" in body["sync"]["error"] and "retried" in body["detail"]
+    assert api.get("/workflows/gone").status_code == 404
+    assert "gone" not in [w["name"] for w in api.get("/workflows").json()]
+    assert api.post("/workflows", json=wf("gone")).status_code == 201  # the name is free again
