@@ -268,8 +268,10 @@ def test_event_trigger_fires_on_post_events(api: httpx.Client, stack: Stack) -> 
 
 
 def flowforge_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    # A sanity bound, not a speed check: the SQLite Prefect server of a loaded CI run has
+    # stalled 60 s at a time on "database is locked", and a full sync makes many calls.
     return subprocess.run([str(BIN / "flowforge"), *args, "--api-url", stack.api_url],
-                          capture_output=True, text=True, timeout=120, env=_child_env())
+                          capture_output=True, text=True, timeout=400, env=_child_env())
 
 
 def test_sync_check_reports_drift_and_sync_repairs_it(api: httpx.Client, stack: Stack) -> None:
