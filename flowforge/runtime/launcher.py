@@ -136,7 +136,11 @@ class LauncherExecutor(LocalExecutor):
 
 def _write_line(fd: int, message: dict[str, Any]) -> None:
     """One protocol message; the caller holds the lock that keeps messages whole."""
-    data = memoryview((json.dumps(message, ensure_ascii=False) + "\n").encode("utf-8"))
+    _write_all(fd, json.dumps(message, ensure_ascii=False) + "\n")
+
+
+def _write_all(fd: int, text: str) -> None:
+    data = memoryview(text.encode("utf-8"))
     while data:
         data = data[os.write(fd, data):]
 
@@ -284,14 +288,9 @@ def _kill_orphan(pgid: int) -> None:
     every job does. While the group has members the pid cannot be reused, so without a
     process of that pid what is signalled is still the job's group.
     """
-    try:
-        stat: bytes | None = Path(f"/proc/{pgid}/stat").read_bytes()
-    except OSError:  # gone, or no /proc (not Linux): the group is all there is to check
-        stat = None
-    if stat is not None:
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if int(fields[3]) != pgid:  # state, ppid, pgrp, session: not a session leader
-            return
+    fields = processes.stat_fields(pgid)  # None: gone, or no /proc; the group is all to check
+    if fields is not None and int(fields[3]) != pgid:  # session: not a session leader
+        return
     processes.signal_group(pgid, signal.SIGKILL)
 
 
@@ -344,7 +343,6 @@ class _Loop:
                 _, _, callback, job = heapq.heappop(self._timers)
                 self._call(job, callback)
             self._flush()
-        processes.kill_all()  # replies cannot be written: the flow run is gone
 
     def close(self) -> None:
         self._open = False
@@ -362,10 +360,8 @@ class _Loop:
             return
         text = "\n".join(self._outbox) + "\n"
         self._outbox.clear()
-        data = memoryview(text.encode("utf-8"))
         try:
-            while data:
-                data = data[os.write(self._out, data):]
+            _write_all(self._out, text)
         except OSError:  # the flow run is gone: nobody to answer
             self.close()
 
@@ -408,8 +404,9 @@ class _Loop:
             return
         try:
             spawned = executor.spawn(job_dir, job)
-        except BaseException:
-            executor.close_dir(job_dir, failure("", started), None)
+        except BaseException:  # a bug: `_request` answers; the directory still goes
+            if not executor.keep_dirs:
+                workdir.remove(job_dir)
             raise
         if isinstance(spawned, str):
             self.result(job_id, executor.close_dir(job_dir, failure(spawned, started), None))
@@ -426,19 +423,25 @@ class _Loop:
         """SIGTERM every job's group, SIGKILL what is left after `grace`, then answer; the
         jobs' own results follow as their processes are reaped."""
         groups = [job.pid for job in self.jobs.values() if job.signal(signal.SIGTERM)]
+        self.terminate(groups, grace, lambda: self.send({"id": reply_id, "killed": True}))
+
+    def terminate(self, groups: list[int], grace: float, then: Callable[[], None],
+                  job: _Job | None = None) -> None:
+        """The loop's `processes.terminate_group`, for groups already sent SIGTERM: SIGKILL
+        what is left of them after `grace`, then call `then` (a failure in it fails `job`)."""
         deadline = time.monotonic() + grace
 
         def check() -> None:
             nonlocal groups
             groups = [pgid for pgid in groups if processes.group_alive(pgid)]
             if groups and time.monotonic() < deadline:
-                self.call_at(time.monotonic() + _GROUP_POLL, check)
+                self.call_at(time.monotonic() + _GROUP_POLL, check, job)
                 return
             for pgid in groups:  # what is left after the grace
                 processes.signal_group(pgid, signal.SIGKILL)
-            self.send({"id": reply_id, "killed": True})
+            then()
 
-        self.call_at(time.monotonic() + _GROUP_POLL, check)
+        self.call_at(time.monotonic() + _GROUP_POLL, check, job)
 
 
 class _LineReader:
@@ -484,7 +487,6 @@ class _Job:
         self.open = set(self.output.pipes)
         self.timed_out = False
         self.kill_at: float | None = None  # after a timeout: when the grace ends
-        self.exited = False
         self.draining = False
         self.done = False  # supervision is over (collecting, or answered)
         self.answered = False
@@ -499,6 +501,11 @@ class _Job:
             loop.call_at(started + _EXIT_POLL, self._poll_exit, self)
         if timeout is not None:
             loop.call_at(started + timeout, self._timed_out, self)
+
+    @property
+    def exited(self) -> bool:
+        """Whether the main process has exited (and been reaped)."""
+        return self.proc.returncode is not None
 
     def signal(self, sig: int) -> bool:
         """Signal the job's group while it is being supervised; False if it is gone."""
@@ -551,27 +558,16 @@ class _Job:
     def _exited(self) -> None:
         """The main process is done; anything it left in its group goes now (within the
         grace still owed after a timeout), so the pipes close and the job really ends."""
-        self.exited = True
         now = time.monotonic()
         grace = self.executor.kill_grace if self.kill_at is None else max(0.0, self.kill_at - now)
-        if not processes.signal_group(self.pid, signal.SIGTERM):
+        if processes.signal_group(self.pid, signal.SIGTERM):
+            self.loop.terminate([self.pid], grace, self._drain, self)
+        else:
             self._drain()
-            return
-        deadline = now + grace
-
-        def check() -> None:
-            if self.done:
-                return
-            if processes.group_alive(self.pid):
-                if time.monotonic() < deadline:
-                    self.loop.call_at(time.monotonic() + _GROUP_POLL, check, self)
-                    return
-                processes.signal_group(self.pid, signal.SIGKILL)
-            self._drain()
-
-        self.loop.call_at(now + _GROUP_POLL, check, self)
 
     def _drain(self) -> None:
+        if self.done:  # aborted meanwhile
+            return
         self.draining = True
         if self.open:  # only an escaped grandchild can hold them now; it gets DRAIN_SECONDS
             self.loop.call_at(time.monotonic() + DRAIN_SECONDS, self._finish, self)

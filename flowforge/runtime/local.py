@@ -286,6 +286,7 @@ class LocalExecutor:
             timed_out=timed_out,
             duration=time.monotonic() - started,
         ), listing
+
     def _environment(self, job: ScriptJob, job_dir: Path) -> dict[str, str]:
         """Inherited env minus Prefect/FlowForge settings, then the job's env, then the helpers.
 

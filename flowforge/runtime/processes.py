@@ -86,16 +86,23 @@ def group_alive(pgid: int) -> bool:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # The command name is in parentheses and may contain spaces: split after the last ')'.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        fields = stat_fields(int(entry))
+        if fields is not None and len(fields) > 2 and int(fields[2]) == pgid \
+                and fields[0] not in (b"Z", b"X"):
             return True
     return False
+
+
+def stat_fields(pid: int) -> list[bytes] | None:
+    """`/proc/<pid>/stat` after the command name (state, ppid, pgrp, session, ...), or None
+    when there is no such process or no /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces: split after the last ')'.
+    return stat[stat.rfind(b")") + 2:].split()
 
 
 def terminate_group(pgid: int, grace: float) -> None:
@@ -137,5 +144,6 @@ __all__ = [
     "on_kill_all",
     "register",
     "signal_group",
+    "stat_fields",
     "terminate_group",
 ]
