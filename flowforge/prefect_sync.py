@@ -59,8 +59,13 @@ async def prefect_client(target: DeployTarget) -> AsyncIterator[PrefectClient]:
         within = f"within {target.deadline:g}s" if target.deadline is not None else "in time"
         raise PrefectUnavailableError(f"Prefect API at {target.api_url} did not finish answering "
                                       f"{within} (overloaded?); try again later") from exc
+    except httpx.TimeoutException as exc:  # str() of these is empty: say what happened
+        raise PrefectUnavailableError(
+            f"Prefect API at {target.api_url} did not answer within {target.timeout:g}s, "
+            f"retries included ({type(exc).__name__}; overloaded?); try again later") from exc
     except (httpx.TransportError, OSError) as exc:
-        raise PrefectUnavailableError(f"Prefect API at {target.api_url} is unreachable: {exc}") from exc
+        raise PrefectUnavailableError(f"Prefect API at {target.api_url} is unreachable: "
+                                      f"{exc or type(exc).__name__}") from exc
     except PrefectHTTPStatusError as exc:
         if exc.response.status_code >= 500:
             raise PrefectUnavailableError(

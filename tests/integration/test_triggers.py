@@ -274,6 +274,25 @@ def flowforge_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=400, env=_child_env())
 
 
+def sync_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`flowforge sync [args]`, again while Prefect did not answer in time.
+
+    The command covers every workflow of the shared stack, and the SQLite Prefect server of a
+    loaded CI run has stalled a minute at a time: one other workflow then stays `pending`
+    (exit 1; seen in CI) or the check gets a 503 (exit 2). Syncing again is what the user, and
+    the API's own sync loop, do about that; a refusal (`error`) or drift is returned at once.
+    """
+    for _ in range(3):
+        result = flowforge_cli(stack, "sync", *args)
+        rows = [line for line in result.stdout.splitlines() if not line.startswith(" ")]
+        stalled = (result.returncode == 2 and "HTTP 503" in result.stderr) or (
+            result.returncode == 1 and not args
+            and all(line.endswith(": synced") or ": pending" in line for line in rows))
+        if not stalled:
+            return result
+    return result
+
+
 def test_sync_check_reports_drift_and_sync_repairs_it(api: httpx.Client, stack: Stack) -> None:
     create_workflow(api, show_trigger("tr-drift", triggers=[
         {"type": "schedule", "cron": "0 4 * * *", "name": "nightly"},
@@ -284,13 +303,13 @@ def test_sync_check_reports_drift_and_sync_repairs_it(api: httpx.Client, stack: 
         client.delete_deployment_schedule(dep.id, schedule.id)
         (auto,) = automations_of(stack, "tr-drift")
         client.pause_automation(auto.id)
-    check = flowforge_cli(stack, "sync", "--check")
+    check = sync_cli(stack, "--check")
     assert check.returncode == 1, check.stdout + check.stderr
     assert "tr-drift: DRIFT" in check.stdout and "schedule" in check.stdout
     assert f"automation flowforge:tr-drift:{auto.name.rsplit(':', 1)[1]} differs" in check.stdout
-    repair = flowforge_cli(stack, "sync")
+    repair = sync_cli(stack)
     assert repair.returncode == 0, repair.stdout + repair.stderr
-    clean = flowforge_cli(stack, "sync", "--check")
+    clean = sync_cli(stack, "--check")
     assert clean.returncode == 0, clean.stdout
     with prefect(stack) as client:
         (schedule,) = client.read_deployment_schedules(dep.id)
@@ -389,7 +408,7 @@ def test_a_webhook_delivery_prefect_cannot_take_is_queued_then_started(
     queued = api.post(hook["url"], content=body, headers=headers)
     assert queued.status_code == 202, queued.text
     assert queued.json()["status"] == "queued" and queued.json()["run_id"] is None
-    assert flowforge_cli(stack, "sync").returncode == 0
+    assert sync_cli(stack).returncode == 0
     started = wait_for(lambda: (r := api.post(hook["url"], content=body, headers=headers).json())
                        ["run_id"] and r, 60, "the queued delivery's run")
     assert started["status"] == "started"

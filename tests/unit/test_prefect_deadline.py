@@ -66,3 +66,26 @@ def test_a_silent_prefect_gets_a_503_within_the_deadline(tmp_path: Path,
         # cap the 30 s per-call timeout and Prefect's retries would take minutes.
         assert time.monotonic() - started < 15
         assert api.get("/workflows/w").json()["spec"]["jobs"][0]["name"] == "a"  # kept
+
+
+def test_a_timed_out_call_says_so(silent_prefect: str, tmp_path: Path) -> None:
+    """httpx's timeouts print as an empty string: the row's error read 'is unreachable: '
+    (seen in CI), which told the user nothing. It now names the timeout."""
+    import asyncio
+
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    from flowforge.errors import PrefectUnavailableError
+    from flowforge.prefect_sync import DeployTarget, prefect_client
+
+    target = DeployTarget(api_url=silent_prefect, project_dir=tmp_path, work_pool="p",
+                          timeout=0.3)
+
+    async def call() -> None:
+        async with prefect_client(target) as client:
+            await client.read_work_pool("p")
+
+    with temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0}), \
+            pytest.raises(PrefectUnavailableError) as caught:
+        asyncio.run(call())
+    assert "did not answer within 0.3s, retries included (ReadTimeout" in caught.value.message
