@@ -105,7 +105,8 @@ class JobRunPublic(BaseModel):
     condition: bool | None = None
     #: a repair run's job carried over from the repaired run, not run again
     reused: bool = False
-    #: for-each jobs: `{"total", "done", "failed"}` and each failed item's error by index
+    #: for-each jobs: `{"total", "done", "failed"}` (+ `not_started` when the run stopped
+    #: with items queued) and each failed item's error by index
     items: dict[str, int] | None = None
     item_errors: dict[str, str] | None = None
     #: `until` jobs: how many times the job ran

@@ -268,6 +268,96 @@ def test_fail_fast_cancels_a_running_sibling(api: httpx.Client, tmp_path: Path) 
     assert not marker.exists()
 
 
+def test_fail_fast_cancels_a_large_for_each_s_queued_items(api: httpx.Client,
+                                                          stack: Stack) -> None:
+    """`.map()` queues every item at once. A failure elsewhere used to leave each queued item
+    to go through Prefect only to fail at once: a failed task run per item, and the run ended
+    10 s after the failure for 2,300 of them. Now the queued items are cancelled before they
+    reach Prefect: no task run, counted as `not_started`, and the run ends promptly."""
+    total = 600
+    create_workflow(api, {
+        "name": "fail-fast-map",
+        "settings": {"fail_fast": True, "execution": "dag"},
+        "jobs": [
+            {"name": "boom", "runtime": "bash", "script": "sleep 3; exit 3"},
+            {"name": "each", "runtime": "bash", "script": "sleep 0.2",
+             "for_each": f"{{{{ range({total}) | list }}}}", "max_parallel": 4},
+        ],
+    })
+    run = run_workflow(api, "fail-fast-map")
+    assert run["state"] == "FAILED"
+    jobs = jobs_by_name(run)
+    each = jobs["each"]
+    assert each["state"] == "CANCELLED" and each["reason"] == "fail_fast: job 'boom' failed"
+    items = each["items"]
+    assert items["not_started"] > total // 2, items  # 4 at a time, 0.2 s each: ~60 by then
+    assert items["done"] + items["not_started"] == total
+    assert "items not started" in each["error"]
+    # The job ended with the run's stop, not after working through the queue.
+    ended = ts(each["ended_at"]) - ts(jobs["boom"]["ended_at"])
+    assert ended.total_seconds() < 20, ended  # a sanity bound: the queue alone took ~30 s
+    query = {"flow_runs": {"id": {"any_": [run["id"]]}}, "task_runs": {"name": {"like_": "each["}}}
+
+    def item_runs() -> int:
+        response = httpx.post(f"{stack.prefect_url}/task_runs/count", json=query, timeout=60)
+        response.raise_for_status()
+        return int(response.json())
+
+    deadline = time.monotonic() + 120  # the server records task runs from events: it lags
+    while (count := item_runs()) < items["done"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert count == items["done"], (count, items)  # not-started items left no task run
+
+
+_DIRECT_RUN = """
+import asyncio, json, runpy, sys
+from pathlib import Path
+from flowforge.compiler import compile_workflow
+from flowforge.spec import load_workflow
+compiled = compile_workflow(load_workflow(json.loads(sys.argv[1])))
+flow = runpy.run_path(str(compiled.write(Path(sys.argv[2]))))[compiled.function]
+asyncio.run(flow())
+"""
+
+
+def test_sigterm_to_a_directly_run_flow_drops_the_queued_items(stack: Stack,
+                                                               tmp_path: Path) -> None:
+    """A flow run called directly (not by a worker) that gets SIGTERM mid for-each: the
+    queued items used to go through Prefect one by one before the process could exit (22 s
+    for 3,000), each a task run; now they are cancelled and leave none."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import _child_env
+
+    total, name = 2000, f"sigterm-map-{tmp_path.name[-8:]}"
+    document = {"name": name, "jobs": [
+        {"name": "each", "runtime": "bash", "script": "sleep 0.05",
+         "for_each": f"{{{{ range({total}) | list }}}}", "max_parallel": 10}]}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _DIRECT_RUN, json.dumps(document), str(tmp_path / "flows")],
+        env=_child_env(PREFECT_API_URL=stack.prefect_url), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    query = {"flows": {"name": {"any_": [name]}}, "task_runs": {"name": {"like_": "each["}}}
+
+    def item_runs() -> int:
+        response = httpx.post(f"{stack.prefect_url}/task_runs/count", json=query, timeout=60)
+        response.raise_for_status()
+        return int(response.json())
+
+    deadline = time.monotonic() + 120
+    while item_runs() < 20 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)  # some items have run
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0, output[-3000:]
+    time.sleep(5)  # task runs are recorded from events: let the last ones land
+    assert 20 <= item_runs() < total // 2, output[-3000:]
+
+
 def test_run_limit_of_one_queues_the_second_run(api: httpx.Client) -> None:
     create_workflow(api, {
         "name": "one-at-a-time",
