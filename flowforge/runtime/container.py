@@ -263,7 +263,9 @@ def leftovers(client: Any = None, scope: str | None = None) -> list[Any]:
     created by runs of that Prefect API."""
     client = client or docker_client()
     labels = [LABEL_RUN] if scope is None else [LABEL_RUN, f"{LABEL_PREFECT}={scope}"]
-    return list(client.containers.list(all=True, filters={"label": labels}))
+    # ignore_removed: docker-py inspects each listed container; one removed in between (a run
+    # ending, another reaper) raised NotFound and failed the whole listing (seen in CI).
+    return list(client.containers.list(all=True, filters={"label": labels}, ignore_removed=True))
 
 
 def reap(is_finished: Callable[[str], bool], client: Any = None, keep: Iterable[str] = (),

@@ -102,3 +102,47 @@ def test_docker_pool_runs_flows_in_the_runner_image_on_the_host_network(tmp_path
     project = str(settings.project)
     assert defaults["volumes"] == [f"{project}:{project}:ro"]
     assert docker_pool_defaults(Settings(home=tmp_path, runner_image="mine:1"))["image"] == "mine:1"
+
+
+def test_a_container_removed_while_listing_is_skipped() -> None:
+    """docker-py lists, then inspects each container; one removed in between (a run ending,
+    another reaper) made `leftovers` raise NotFound and failed `flowforge gc` (seen in CI).
+    A real HTTP server on 127.0.0.1 plays an engine caught in that moment."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import docker
+
+    from flowforge.runtime.container import LABEL_RUN, leftovers
+
+    class Engine(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # http.server calls it by this name
+            if self.path.split("?")[0].endswith("/containers/json"):
+                body = json.dumps([{"Id": "gone", "Labels": {LABEL_RUN: "r"}},
+                                   {"Id": "here", "Labels": {LABEL_RUN: "r"}}]).encode()
+                self.send_response(200)
+            elif "/containers/here/json" in self.path:
+                body = json.dumps({"Id": "here", "Config": {"Labels": {LABEL_RUN: "r"}},
+                                   "State": {"Status": "running"}}).encode()
+                self.send_response(200)
+            else:
+                body = b'{"message": "No such container"}'
+                self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Engine)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = docker.DockerClient(base_url=f"tcp://127.0.0.1:{server.server_port}",
+                                     version="1.41")
+        assert [c.id for c in leftovers(client)] == ["here"]
+    finally:
+        server.shutdown()
+        server.server_close()
