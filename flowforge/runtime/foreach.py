@@ -99,10 +99,13 @@ def run(run: WorkflowRun, job: Job, upstream: dict[str, dict[str, Any]],
         futures = cast("list[PrefectConcurrentFuture[Any]]", list(runner.map(
             item_task, {"job": unmapped(job.name), "index": range(len(items))})))
         _wait_or_stop(futures, run.stopping)
-    unstarted = [i for i, future in enumerate(futures) if future.wrapped_future.cancelled()]
-    skipped = set(unstarted)
-    failed = [i for i, future in enumerate(futures)
-              if i not in skipped and not future.state.is_completed()]
+    unstarted: list[int] = []  # cancelled by a stopping run before they reached Prefect
+    failed: list[int] = []
+    for i, future in enumerate(futures):
+        if future.wrapped_future.cancelled():
+            unstarted.append(i)
+        elif not future.state.is_completed():
+            failed.append(i)
     for i in failed:
         mapping.errors.setdefault(i, f"ended {futures[i].state.name}")
     counts = {"total": len(items), "done": len(items) - len(unstarted), "failed": len(failed)}

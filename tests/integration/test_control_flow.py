@@ -268,6 +268,15 @@ def test_fail_fast_cancels_a_running_sibling(api: httpx.Client, tmp_path: Path) 
     assert not marker.exists()
 
 
+def item_task_runs(stack: Stack, job: str, **scope: Any) -> int:
+    """How many task runs named `job[...]` Prefect has recorded in `scope` (its count
+    endpoint's `flow_runs` / `flows` filters); a count, not a read: these jobs have hundreds."""
+    query = {**scope, "task_runs": {"name": {"like_": f"{job}["}}}
+    response = httpx.post(f"{stack.prefect_url}/task_runs/count", json=query, timeout=60)
+    response.raise_for_status()
+    return int(response.json())
+
+
 def test_fail_fast_cancels_a_large_for_each_s_queued_items(api: httpx.Client,
                                                           stack: Stack) -> None:
     """`.map()` queues every item at once. A failure elsewhere used to leave each queued item
@@ -296,15 +305,10 @@ def test_fail_fast_cancels_a_large_for_each_s_queued_items(api: httpx.Client,
     # The job ended with the run's stop, not after working through the queue.
     ended = ts(each["ended_at"]) - ts(jobs["boom"]["ended_at"])
     assert ended.total_seconds() < 20, ended  # a sanity bound: the queue alone took ~30 s
-    query = {"flow_runs": {"id": {"any_": [run["id"]]}}, "task_runs": {"name": {"like_": "each["}}}
-
-    def item_runs() -> int:
-        response = httpx.post(f"{stack.prefect_url}/task_runs/count", json=query, timeout=60)
-        response.raise_for_status()
-        return int(response.json())
-
+    in_run = {"flow_runs": {"id": {"any_": [run["id"]]}}}
     deadline = time.monotonic() + 120  # the server records task runs from events: it lags
-    while (count := item_runs()) < items["done"] and time.monotonic() < deadline:
+    while (count := item_task_runs(stack, "each", **in_run)) < items["done"] \
+            and time.monotonic() < deadline:
         time.sleep(1)
     assert count == items["done"], (count, items)  # not-started items left no task run
 
@@ -340,22 +344,17 @@ def test_sigterm_to_a_directly_run_flow_drops_the_queued_items(stack: Stack,
         [sys.executable, "-c", _DIRECT_RUN, json.dumps(document), str(tmp_path / "flows")],
         env=_child_env(PREFECT_API_URL=stack.prefect_url), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
-    query = {"flows": {"name": {"any_": [name]}}, "task_runs": {"name": {"like_": "each["}}}
-
-    def item_runs() -> int:
-        response = httpx.post(f"{stack.prefect_url}/task_runs/count", json=query, timeout=60)
-        response.raise_for_status()
-        return int(response.json())
-
+    in_flow = {"flows": {"name": {"any_": [name]}}}
     deadline = time.monotonic() + 120
-    while item_runs() < 20 and proc.poll() is None and time.monotonic() < deadline:
+    while item_task_runs(stack, "each", **in_flow) < 20 and proc.poll() is None \
+            and time.monotonic() < deadline:
         time.sleep(0.5)  # some items have run
     assert proc.poll() is None, proc.communicate()[0][-3000:]
     proc.send_signal(signal.SIGTERM)
     output = proc.communicate(timeout=300)[0]
     assert proc.returncode != 0, output[-3000:]
     time.sleep(5)  # task runs are recorded from events: let the last ones land
-    assert 20 <= item_runs() < total // 2, output[-3000:]
+    assert 20 <= item_task_runs(stack, "each", **in_flow) < total // 2, output[-3000:]
 
 
 def test_run_limit_of_one_queues_the_second_run(api: httpx.Client) -> None:
