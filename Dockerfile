@@ -27,6 +27,11 @@ ENV PYTHONPATH=/opt/flowforge/lib \
     PATH=/opt/flowforge/lib/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8
 LABEL org.opencontainers.image.title="flowforge-runner"
+# The docker pool runs flow runs as a non-root user with the project directory mounted at its
+# own path; debootstrap's /root is 0700, which would hide a project under /root (the default
+# FLOWFORGE_HOME of root) from that user. 0711: passable, not listable; the image keeps
+# nothing there.
+RUN chmod 0711 /root
 WORKDIR /tmp
 
 FROM runner AS service

@@ -306,6 +306,12 @@ def _wait_child_http(child: Child, url: str, timeout: float, check: Callable[[],
 
 # --------------------------------------------------------------------------- work pool, worker
 
+#: Limits of a docker-pool flow-run container (the whole run: Prefect, the launcher, every
+#: local job) and its /tmp, where the jobs' directories live (counted in the memory).
+DOCKER_POOL_MEMORY = "4g"
+DOCKER_POOL_PIDS = 4096
+DOCKER_POOL_TMPFS = "rw,nosuid,nodev,exec,size=1g"
+
 
 def ensure_work_pool(api_url: str, name: str, pool_type: str = "process",
                      defaults: dict[str, Any] | None = None) -> bool:
@@ -385,7 +391,15 @@ def docker_pool_defaults(settings: Settings) -> dict[str, Any]:
     Prefect, with the project directory (generated flows) mounted read-only at its own path,
     so the deployments' pull step finds it; host networking, the only way here to reach a
     Prefect API on 127.0.0.1 (PREFECT-NOTES 9); never pull (no registry); a writable
-    PREFECT_HOME instead of the worker's own (PREFECT-NOTES 10)."""
+    PREFECT_HOME instead of the worker's own (PREFECT-NOTES 10).
+
+    The flow-run container is hardened as a container job is, bar the network: not root (the
+    project's owner, or nobody for a root-owned project, which FlowForge writes readable to
+    all), read-only root with a tmpfs /tmp for the jobs' directories, every capability
+    dropped, no-new-privileges, memory and pids limits, and tini as PID 1 so a cancellation's
+    SIGTERM reaches the flow run and the jobs' orphans are reaped. Prefect's docker worker
+    would run the image's user (root) with every default capability.
+    """
     from flowforge.image import runner_image_name
 
     project = str(settings.project)
@@ -394,9 +408,32 @@ def docker_pool_defaults(settings: Settings) -> dict[str, Any]:
         "image_pull_policy": "Never",
         "network_mode": "host",
         "volumes": [f"{project}:{project}:ro"],
-        "env": {"PREFECT_HOME": "/tmp/prefect"},
+        "env": {"PREFECT_HOME": "/tmp/prefect", "HOME": "/tmp"},
         "auto_remove": True,
+        "mem_limit": DOCKER_POOL_MEMORY,
+        "memswap_limit": DOCKER_POOL_MEMORY,  # no swap: the limit is the limit
+        "container_create_kwargs": {
+            "user": pool_user(settings.project),
+            "read_only": True,
+            "tmpfs": {"/tmp": DOCKER_POOL_TMPFS},
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "pids_limit": DOCKER_POOL_PIDS,
+            "init": True,
+        },
     }
+
+
+def pool_user(project: Path) -> str:
+    """The docker pool's `uid:gid`: the project directory's owner, so the flow run can read
+    the generated flows even in a private directory; nobody when that owner is root (or the
+    directory is not there yet and this process is root)."""
+    try:
+        info = project.stat()
+        uid, gid = info.st_uid, info.st_gid
+    except OSError:
+        uid, gid = os.getuid(), os.getgid()
+    return "65534:65534" if uid == 0 else f"{uid}:{gid}"
 
 
 def check_runner_image(image: str, console: Console) -> None:
@@ -709,6 +746,7 @@ __all__ = [
     "docker_pool_defaults",
     "ensure_work_pool",
     "external_prefect_url",
+    "pool_user",
     "port_in_use",
     "prefect_server_env",
     "reap_containers",

@@ -371,6 +371,29 @@ def test_a_whole_workflow_on_the_docker_pool(dapi: httpx.Client) -> None:
                 ff.output({"in_container": os.path.exists("/.dockerenv"),
                            "flowforge": os.path.isdir("/opt/flowforge/lib/flowforge")})
             """)},
+            {"name": "facts", "runtime": "python", "script": textwrap.dedent("""
+                import os, flowforge_helpers as ff
+                status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
+                try:
+                    open("/evil", "w").write("x")
+                    root_write = "ok"
+                except OSError as exc:
+                    root_write = exc.strerror
+                def cgroup(*names):  # cgroup v2 file, then v1's
+                    for name in names:
+                        try:
+                            return open(f"/sys/fs/cgroup/{name}").read().strip()
+                        except OSError:
+                            pass
+                ff.output({"uid": os.getuid(), "cwd_tmp": os.getcwd().startswith("/tmp/"),
+                           "cap_eff": status["CapEff"].strip(),
+                           "no_new_privs": status["NoNewPrivs"].strip(),
+                           "root_write": root_write,
+                           "memory_max": cgroup("memory.max", "memory/memory.limit_in_bytes"),
+                           "pids_max": cgroup("pids.max", "pids/pids.max"),
+                           "pid1": open("/proc/1/comm").read().strip(),
+                           "root_mode": oct(os.stat("/root").st_mode & 0o777)})
+            """)},
             {"name": "after", "runtime": "bash", "needs": ["where"],
              "script": 'source "$FLOWFORGE_HELPERS/flowforge.sh"; ff_output \'{"ok": true}\''},
         ],
@@ -380,6 +403,15 @@ def test_a_whole_workflow_on_the_docker_pool(dapi: httpx.Client) -> None:
     jobs = jobs_by_name(run)
     assert jobs["where"]["output"] == {"in_container": True, "flowforge": True}
     assert jobs["after"]["output"] == {"ok": True}
+    # The flow-run container is hardened like a container job, bar the network (host, to
+    # reach Prefect): not root, no capabilities, read-only root, limits, tini as PID 1.
+    facts = jobs["facts"]["output"]
+    assert facts["uid"] != 0 and facts["cwd_tmp"] is True  # the job directory is on the tmpfs
+    assert facts["cap_eff"] == "0000000000000000" and facts["no_new_privs"] == "1"
+    assert facts["root_write"] == "Read-only file system"
+    assert facts["memory_max"] == str(4 * 1024**3) and facts["pids_max"] == "4096"
+    assert facts["pid1"] in ("tini", "docker-init")
+    assert facts["root_mode"] == "0o711"  # a project under root's home stays reachable
     body = dapi.get("/workflows/on-docker-pool").json()
     assert json.dumps(body).count("flowforge-docker") >= 1
 

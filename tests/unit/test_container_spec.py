@@ -3,6 +3,7 @@ that need no engine (the engine-backed behaviour is in tests/integration/test_co
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from flowforge.errors import SpecError
 from flowforge.image import debian_mirror
 from flowforge.settings import Settings
 from flowforge.spec import ContainerTarget, load_workflow, memory_bytes
-from flowforge.supervisor import docker_pool_defaults
+from flowforge.supervisor import docker_pool_defaults, pool_user
 
 
 def doc(container: dict[str, Any], settings: dict[str, Any] | None = None,
@@ -102,6 +103,24 @@ def test_docker_pool_runs_flows_in_the_runner_image_on_the_host_network(tmp_path
     project = str(settings.project)
     assert defaults["volumes"] == [f"{project}:{project}:ro"]
     assert docker_pool_defaults(Settings(home=tmp_path, runner_image="mine:1"))["image"] == "mine:1"
+
+
+def test_docker_pool_flow_runs_are_hardened_and_not_root(tmp_path: Path) -> None:
+    defaults = docker_pool_defaults(Settings(home=tmp_path))
+    create = defaults["container_create_kwargs"]
+    assert create["read_only"] is True and create["cap_drop"] == ["ALL"]
+    assert create["security_opt"] == ["no-new-privileges"] and create["init"] is True
+    assert create["pids_limit"] > 0 and "/tmp" in create["tmpfs"]
+    assert defaults["mem_limit"] == defaults["memswap_limit"]
+    assert defaults["env"]["HOME"].startswith("/tmp")  # writable under a read-only root
+    # The project's owner reads the generated flows; a root-owned project gets nobody.
+    project = tmp_path / "project"
+    project.mkdir()
+    os.chown(project, 1234, 2345)
+    assert pool_user(project) == "1234:2345"
+    os.chown(project, 0, 0)
+    assert pool_user(project) == "65534:65534"
+    assert create["user"] != "0:0" and not create["user"].startswith("0:")
 
 
 def test_a_container_removed_while_listing_is_skipped() -> None:
