@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,18 @@ class Settings(BaseSettings):
     ssh_breaker_failures: int = 3
     ssh_breaker_cooldown: float = 60.0
     ssh_kill_grace: float = 3.0
+    # Where the worker makes local and container jobs' directories (read by the flow run).
+    # Default: the system temp directory ($TMPDIR). A tmpfs (/dev/shm) makes each job's
+    # set-up and clean-up cheaper, ~0.35 ms of system time a job on ext4 under load
+    # (docs/performance.md), but what a job writes into its directory then lives in memory.
+    job_root: Path | None = None
+
+    @field_validator("job_root")
+    @classmethod
+    def _absolute_job_root(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"FLOWFORGE_JOB_ROOT must be an absolute path, got '{value}'")
+        return value
 
     @property
     def db_url(self) -> str:

@@ -32,6 +32,7 @@ from flowforge.errors import JobError
 from flowforge.runtime import gate, processes, templates
 from flowforge.runtime.publisher import Publisher, summary_output
 from flowforge.runtime.secrets import Masker
+from flowforge.settings import Settings
 from flowforge.spec import Job, Workflow, effective_needs, topological_order
 
 TERMINAL = {"COMPLETED", "FAILED", "SKIPPED", "UPSTREAM_FAILED", "CANCELLED"}
@@ -80,6 +81,7 @@ class WorkflowRun:
         self.masker = Masker()
         self._ssh: Any = None  # the run's SshPool, opened by its first ssh job
         self._exits = contextlib.ExitStack()  # the shared Prefect client, closed by finish()
+        self.job_root = Settings().job_root  # FLOWFORGE_JOB_ROOT on the worker
 
     @classmethod
     def start(cls, spec: Workflow, inputs: dict[str, Any],
@@ -339,7 +341,7 @@ class WorkflowRun:
                        "trigger": self.trigger, "attempt": attempt, "item": _item()},
                 variables=_read_variables() if _uses_variables(job.script) else {},
                 timeout=job.timeout,
-                work_root=None,
+                work_root=self.job_root,
             ),
             log,
         )

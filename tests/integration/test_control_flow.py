@@ -7,6 +7,7 @@ concurrency limits, and repair / rerun of a finished run.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -355,6 +356,42 @@ def test_sigterm_to_a_directly_run_flow_drops_the_queued_items(stack: Stack,
     assert proc.returncode != 0, output[-3000:]
     time.sleep(5)  # task runs are recorded from events: let the last ones land
     assert 20 <= item_task_runs(stack, "each", **in_flow) < total // 2, output[-3000:]
+
+
+def test_job_directories_go_under_flowforge_job_root(stack: Stack, tmp_path: Path) -> None:
+    """FLOWFORGE_JOB_ROOT on the worker side moves local jobs' directories (for-each items
+    too) and nothing else: the jobs' own TMPDIR is untouched, and the directories go at the
+    end as before."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import _child_env
+
+    root, seen = tmp_path / "jobs", tmp_path / "seen.txt"
+    line = f'echo "$FLOWFORGE_JOB_DIR $PWD ${{TMPDIR:-unset}}" >> {seen}'
+    document = {"name": f"job-root-{tmp_path.name[-8:]}", "jobs": [
+        {"name": "one", "runtime": "bash", "script": line},
+        {"name": "each", "runtime": "bash", "script": line, "needs": ["one"],
+         "for_each": "{{ [1, 2, 3] }}", "max_parallel": 3}]}
+    out = subprocess.run(
+        [sys.executable, "-c", _DIRECT_RUN, json.dumps(document), str(tmp_path / "flows")],
+        env=_child_env(PREFECT_API_URL=stack.prefect_url, FLOWFORGE_JOB_ROOT=str(root)),
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = [row.split() for row in seen.read_text().splitlines()]
+    assert len(rows) == 4
+    for job_dir, cwd, tmpdir in rows:
+        assert Path(job_dir).parent == root and cwd == job_dir, rows
+        assert tmpdir == os.environ.get("TMPDIR", "unset")
+    assert list(root.iterdir()) == []  # removed when each job ended
+
+    bad = subprocess.run(
+        [sys.executable, "-c", _DIRECT_RUN, json.dumps(document), str(tmp_path / "flows")],
+        env=_child_env(PREFECT_API_URL=stack.prefect_url, FLOWFORGE_JOB_ROOT="relative/jobs"),
+        capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "job_root" in bad.stdout + bad.stderr
+    assert "must be an absolute path" in bad.stdout + bad.stderr
 
 
 def test_run_limit_of_one_queues_the_second_run(api: httpx.Client) -> None:
