@@ -123,6 +123,18 @@ async def ensure_work_pool(client: PrefectClient, name: str, pool_type: str = "p
     return True
 
 
+async def pool_drift(client: PrefectClient, name: str, defaults: dict[str, Any],
+                     keys: tuple[str, ...]) -> list[str]:
+    """The job variables among `keys` whose default in pool `name` is not `defaults`' value.
+
+    A pool is created once with FlowForge's defaults and never overwritten (its template is
+    the operator's to edit), so one made by an older FlowForge keeps the older defaults.
+    """
+    pool = await client.read_work_pool(name)
+    properties = (pool.base_job_template or {}).get("variables", {}).get("properties", {})
+    return [key for key in keys if properties.get(key, {}).get("default") != defaults.get(key)]
+
+
 async def deploy(wf: Workflow, target: DeployTarget) -> UUID:
     """Write the flow files, create or update the deployment, converge its triggers; returns its id."""
     compiled = compile_workflow(wf)
@@ -282,6 +294,7 @@ __all__ = [
     "drift",
     "ensure_work_pool",
     "orphan_automations",
+    "pool_drift",
     "prefect_client",
     "undeploy",
     "write_prefect_yaml",

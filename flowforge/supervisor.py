@@ -436,6 +436,35 @@ def pool_user(project: Path) -> str:
     return "65534:65534" if uid == 0 else f"{uid}:{gid}"
 
 
+#: The docker pool's job variables that isolate its flow-run containers.
+HARDENING_KEYS = ("container_create_kwargs", "mem_limit", "memswap_limit")
+
+
+def warn_unhardened_pool(api_url: str, pool: str, defaults: dict[str, Any],
+                         console: Console) -> list[str]:
+    """Say so when an existing docker pool lacks FlowForge's container hardening (made by an
+    older FlowForge, or edited); it is left as it is. Returns the job variables that differ."""
+    from flowforge.prefect_sync import DeployTarget, pool_drift, prefect_client
+
+    async def go() -> list[str]:
+        target = DeployTarget(api_url=api_url, project_dir=Path("."), work_pool=pool)
+        async with prefect_client(target) as client:
+            return await pool_drift(client, pool, defaults, HARDENING_KEYS)
+
+    try:
+        drift: list[str] = _run_async(go())
+    except Exception as exc:  # a warning only: never stops `up`
+        console.print(f"[yellow]Warning:[/] could not read work pool {_e(repr(pool))}: {_e(str(exc))}")
+        return []
+    if drift:
+        console.print(
+            f"[yellow]Warning:[/] work pool {_e(repr(pool))} does not have FlowForge's container "
+            f"hardening ({_e(', '.join(drift))} differ from its defaults): its flow runs may run "
+            f"as root with default capabilities. It was made by an older FlowForge or edited; "
+            f"`prefect work-pool delete {_e(pool)}` and `flowforge up --docker` re-create it.")
+    return drift
+
+
 def check_runner_image(image: str, console: Console) -> None:
     """Warn now, not at the first docker-pool run, when the pool's image is missing (it is
     never pulled)."""
@@ -690,6 +719,8 @@ def _start_and_block(settings: Settings, api_app: str, console: Console, signals
         except Exception as exc:
             raise SupervisorError(f"could not create work pool {pool!r}: {exc}") from exc
         console.print(f"Work pool {_e(repr(pool))} (docker) " + ("created" if created else "exists"))
+        if not created:
+            warn_unhardened_pool(api_url, pool, docker_pool_defaults(settings), console)
         check_runner_image(docker_pool_defaults(settings)["image"], console)
     reap_containers(api_url, console, quiet=not docker)
 
@@ -756,5 +787,6 @@ __all__ = [
     "start_worker",
     "wait_http_ok",
     "wait_worker_online",
+    "warn_unhardened_pool",
     "worker_env",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import BIN, _child_env, free_port, stop_process, wait_http
+from tests.conftest import BIN, Stack, _child_env, free_port, stop_process, wait_http
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +70,38 @@ def test_sync_converges_after_prefect_was_down(tmp_path: Path) -> None:
         stop_process(api_proc)
         if server is not None:
             stop_process(server)
+
+
+def test_up_warns_about_a_docker_pool_without_the_hardening(stack: Stack, tmp_path: Path) -> None:
+    """A docker pool keeps the template it was made with; one from an older FlowForge (here:
+    Prefect's own defaults) gets a warning naming what differs, FlowForge's own none."""
+    import io
+    import uuid
+
+    from rich.console import Console
+
+    from flowforge.settings import Settings
+    from flowforge.supervisor import (
+        HARDENING_KEYS,
+        docker_pool_defaults,
+        ensure_work_pool,
+        warn_unhardened_pool,
+    )
+
+    defaults = docker_pool_defaults(Settings(home=tmp_path))
+    legacy, ours = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("legacy", "hardened"))
+    assert ensure_work_pool(stack.prefect_url, legacy, "docker")  # Prefect's template
+    assert ensure_work_pool(stack.prefect_url, ours, "docker", defaults)
+    try:
+        out = io.StringIO()
+        console = Console(file=out, width=400)
+        assert warn_unhardened_pool(stack.prefect_url, legacy, defaults, console) == \
+            list(HARDENING_KEYS)
+        assert "does not have FlowForge's container hardening" in out.getvalue()
+        assert f"prefect work-pool delete {legacy}" in out.getvalue()
+        out.truncate(0)
+        assert warn_unhardened_pool(stack.prefect_url, ours, defaults, console) == []
+        assert out.getvalue() == ""
+    finally:
+        for name in (legacy, ours):
+            httpx.delete(f"{stack.prefect_url}/work_pools/{name}", timeout=30)
