@@ -316,18 +316,23 @@ DOCKER_POOL_TMPFS = "rw,nosuid,nodev,exec,size=1g"
 def ensure_work_pool(api_url: str, name: str, pool_type: str = "process",
                      defaults: dict[str, Any] | None = None) -> bool:
     """Create work pool `name` unless it exists (see `prefect_sync.ensure_work_pool`)."""
-    from pathlib import Path as _Path
-
-    from flowforge.prefect_sync import DeployTarget, prefect_client
     from flowforge.prefect_sync import ensure_work_pool as _ensure
 
-    async def go() -> bool:
-        target = DeployTarget(api_url=api_url, project_dir=_Path("."), work_pool=name)
-        async with prefect_client(target) as client:
-            return await _ensure(client, name, pool_type, defaults)
-
-    created: bool = _run_async(go())
+    created: bool = _with_prefect(api_url, name, lambda client: _ensure(
+        client, name, pool_type, defaults))
     return created
+
+
+def _with_prefect(api_url: str, pool: str, call: Callable[[Any], Any]) -> Any:
+    """`await call(client)` with a Prefect client of the server at `api_url`, from sync code."""
+    from flowforge.prefect_sync import DeployTarget, prefect_client
+
+    async def go() -> Any:
+        target = DeployTarget(api_url=api_url, project_dir=Path("."), work_pool=pool)
+        async with prefect_client(target) as client:
+            return await call(client)
+
+    return _run_async(go())
 
 
 def worker_env(settings: Settings, api_url: str, prefect_home: Path | None) -> dict[str, str]:
@@ -401,6 +406,7 @@ def docker_pool_defaults(settings: Settings) -> dict[str, Any]:
     would run the image's user (root) with every default capability.
     """
     from flowforge.image import runner_image_name
+    from flowforge.runtime.container import ISOLATION
 
     project = str(settings.project)
     return {
@@ -413,13 +419,10 @@ def docker_pool_defaults(settings: Settings) -> dict[str, Any]:
         "mem_limit": DOCKER_POOL_MEMORY,
         "memswap_limit": DOCKER_POOL_MEMORY,  # no swap: the limit is the limit
         "container_create_kwargs": {
+            **ISOLATION,
             "user": pool_user(settings.project),
-            "read_only": True,
             "tmpfs": {"/tmp": DOCKER_POOL_TMPFS},
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
             "pids_limit": DOCKER_POOL_PIDS,
-            "init": True,
         },
     }
 
@@ -444,15 +447,11 @@ def warn_unhardened_pool(api_url: str, pool: str, defaults: dict[str, Any],
                          console: Console) -> list[str]:
     """Say so when an existing docker pool lacks FlowForge's container hardening (made by an
     older FlowForge, or edited); it is left as it is. Returns the job variables that differ."""
-    from flowforge.prefect_sync import DeployTarget, pool_drift, prefect_client
-
-    async def go() -> list[str]:
-        target = DeployTarget(api_url=api_url, project_dir=Path("."), work_pool=pool)
-        async with prefect_client(target) as client:
-            return await pool_drift(client, pool, defaults, HARDENING_KEYS)
+    from flowforge.prefect_sync import pool_drift
 
     try:
-        drift: list[str] = _run_async(go())
+        drift: list[str] = _with_prefect(api_url, pool, lambda client: pool_drift(
+            client, pool, defaults, HARDENING_KEYS))
     except Exception as exc:  # a warning only: never stops `up`
         console.print(f"[yellow]Warning:[/] could not read work pool {_e(repr(pool))}: {_e(str(exc))}")
         return []
@@ -713,15 +712,15 @@ def _start_and_block(settings: Settings, api_app: str, console: Console, signals
         raise SupervisorError(f"could not create work pool {settings.work_pool!r}: {exc}") from exc
     console.print(f"Work pool {_e(repr(settings.work_pool))} " + ("created" if created else "exists"))
     if docker:
-        pool = settings.docker_work_pool
+        pool, defaults = settings.docker_work_pool, docker_pool_defaults(settings)
         try:
-            created = ensure_work_pool(api_url, pool, "docker", docker_pool_defaults(settings))
+            created = ensure_work_pool(api_url, pool, "docker", defaults)
         except Exception as exc:
             raise SupervisorError(f"could not create work pool {pool!r}: {exc}") from exc
         console.print(f"Work pool {_e(repr(pool))} (docker) " + ("created" if created else "exists"))
         if not created:
-            warn_unhardened_pool(api_url, pool, docker_pool_defaults(settings), console)
-        check_runner_image(docker_pool_defaults(settings)["image"], console)
+            warn_unhardened_pool(api_url, pool, defaults, console)
+        check_runner_image(defaults["image"], console)
     reap_containers(api_url, console, quiet=not docker)
 
     # 3. worker(s), 4. API (the API starts while the workers register)

@@ -44,6 +44,15 @@ LABEL_JOB: Final = "flowforge.job"
 LABEL_PREFECT: Final = "flowforge.prefect-api"
 MOUNT: Final = "/job"
 TMPFS: Final = "rw,nosuid,nodev,size=64m"
+#: docker-py create options every FlowForge container gets, container jobs and the docker
+#: pool's flow runs alike: no capabilities, no privilege gain, tini as PID 1 (SIGTERM on stop
+#: reaches the process, orphans are reaped), a read-only root.
+ISOLATION: Final[dict[str, Any]] = {
+    "read_only": True,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "init": True,
+}
 
 _client_lock = threading.Lock()
 _client: Any = None
@@ -158,16 +167,13 @@ class ContainerExecutor(LocalExecutor):
             "user": o.user,
             "working_dir": o.workdir or MOUNT,
             "network_mode": o.network,
+            **ISOLATION,
             "read_only": o.read_only,
             "tmpfs": {"/tmp": TMPFS},
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
             "mem_limit": o.memory,
             "memswap_limit": o.memory,  # no swap: the limit is the limit
             "pids_limit": o.pids_limit,
             "volumes": {str(job_dir): {"bind": MOUNT, "mode": "rw"}},
-            # tini as PID 1: SIGTERM on stop reaches the script, and orphans are reaped.
-            "init": True,
             "stdin_open": False,
             "tty": False,
         }
