@@ -90,8 +90,10 @@ class WorkflowRun:
         ctx = FlowRunContext.get()
         if ctx is None or ctx.flow_run is None:
             raise RuntimeError("WorkflowRun.start() must be called inside a flow run")
+        from flowforge.runtime.console import plain_console
         from flowforge.runtime.upstream import enrich  # upstream outputs for dependency runs
 
+        plain_console()  # before the jobs log: rich renders each line even into a pipe
         run = cls(spec, str(ctx.flow_run.id), inputs, enrich(trigger), repair)
         # Entered here, in the flow body, so every job's task thread inherits one client
         # instead of building two per task run (see flowforge.runtime.prefect_client).
