@@ -207,6 +207,13 @@ def compare(kind: str, n: int, reps: int, baselines: list[str], settle: float = 
     from bench.etl import process_cpu, wait_idle
 
     results: dict[str, list[dict[str, float]]] = {v: [] for v in ["flowforge", *baselines]}
+    # Warm-up at the real scale: the first large run on a fresh server was up to 1.8x slower
+    # than the rest (10.5 s against 5.7-6.0 s for the same FlowForge run), and ABBA order puts
+    # FlowForge in that seat.
+    for variant in results:
+        if server is not None:
+            wait_idle(server)
+        run_child(kind, variant, min(n, 1000))
     for i in range(reps):
         order = list(results) if i % 2 == 0 else list(results)[::-1]
         for variant in order:
