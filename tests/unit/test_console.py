@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+from typing import TextIO
 
 import pytest
 from prefect.logging.formatters import PrefectFormatter
@@ -34,8 +35,8 @@ def _records() -> list[logging.LogRecord]:
     return [plain, odd, failed]
 
 
-def _handler(stream: io.TextIOBase) -> PrefectConsoleHandler:
-    handler = PrefectConsoleHandler(stream=stream, level=logging.INFO)  # type: ignore[arg-type]
+def _handler(stream: TextIO) -> PrefectConsoleHandler:
+    handler = PrefectConsoleHandler(stream=stream, level=logging.INFO)
     handler.setFormatter(PrefectFormatter(format=FORMAT, task_run_fmt=TASK_FORMAT))
     return handler
 
@@ -72,7 +73,7 @@ def test_a_console_handler_on_a_terminal_keeps_prefects_colours() -> None:
     try:
         with open(secondary, "w", closefd=False) as tty:
             logger = logging.getLogger("flowforge.test.console.tty")
-            handler = _handler(tty)  # type: ignore[arg-type]
+            handler = _handler(tty)
             logger.handlers = [handler]
             assert plain_console([logger]) == 0
             assert logger.handlers == [handler]
