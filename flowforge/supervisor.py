@@ -54,6 +54,12 @@ RECORDER_TUNING = {
 }
 
 
+# Both servers keep SQLite connections on aiosqlite threads: their cyclic garbage collection runs
+# off the event loop, or one "database is locked" can freeze the loop for the busy timeout
+# (flowforge/offloop_gc.py, docs/architecture.md).
+SERVE_OFF_LOOP_GC = [sys.executable, "-m", "flowforge.offloop_gc"]
+
+
 class SupervisorError(Exception):
     """Start-up or run-time failure; the message is meant for the user."""
 
@@ -274,7 +280,7 @@ def start_prefect_server(settings: Settings, *, timeout: float = PREFECT_HEALTH_
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
     child = Child(
         name="prefect-server",
-        argv=[sys.executable, "-m", "prefect", "server", "start",
+        argv=[*SERVE_OFF_LOOP_GC, "prefect", "server", "start",
               "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
         env=prefect_server_env(settings),
         log_path=settings.home / "logs" / "prefect-server.log",
@@ -521,7 +527,7 @@ def start_api(settings: Settings, prefect_api_url: str, prefect_home: Path | Non
     """Start uvicorn on <api_host>:<api_port> serving `app` (module:attribute)."""
     child = Child(
         name="api",
-        argv=[sys.executable, "-m", "uvicorn", app,
+        argv=[*SERVE_OFF_LOOP_GC, "uvicorn", app,
               "--host", settings.api_host, "--port", str(settings.api_port)],
         env=api_env(settings, prefect_api_url, prefect_home),
         log_path=settings.home / "logs" / "api.log",

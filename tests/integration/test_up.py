@@ -190,6 +190,10 @@ def test_up_starts_server_worker_and_api(up: Up, app_dir: Path) -> None:
     assert pids["state"] == "running" and pids["supervisor"] == up.process.pid
     assert set(pids["children"]) == {"prefect-server", "worker", "api"}
     assert all(alive(pid) for pid in up.child_pids().values())
+    # both servers hold SQLite connections: their cyclic GC runs off the event loop
+    for name, module in (("prefect-server", "prefect"), ("api", "uvicorn")):
+        cmdline = Path(f"/proc/{up.child_pids()[name]}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:4] == [b"-m", b"flowforge.offloop_gc", module.encode()], cmdline
     for name in ("prefect-server", "worker", "api"):
         assert (up.home / "logs" / f"{name}.log").stat().st_size > 0
     # child output goes to the log files, not the terminal
