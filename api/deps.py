@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from flowforge.prefect_sync import DeployTarget
-from flowforge.settings import Settings
+from api.settings import ApiSettings
+from flowforge.controlplane.client import PrefectTarget
 
 
 async def _session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -17,16 +17,16 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+def _settings(request: Request) -> ApiSettings:
+    settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def _target(request: Request) -> DeployTarget:
-    target: DeployTarget = request.app.state.target
+def _target(request: Request) -> PrefectTarget:
+    target: PrefectTarget = request.app.state.target
     return target
 
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
-TargetDep = Annotated[DeployTarget, Depends(_target)]
+SettingsDep = Annotated[ApiSettings, Depends(_settings)]
+TargetDep = Annotated[PrefectTarget, Depends(_target)]

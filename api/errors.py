@@ -1,8 +1,9 @@
-"""Every error leaves the API as `{"error": {"code", "message", "details"}}`.
+"""Every error leaves the API as `{"error": {"code", "message", "details"}}`, mapped here alone.
 
-FlowForge errors carry their own status; FastAPI's request validation becomes a 422 naming the
-field; anything else is a bug, logged with its traceback and answered with a 500 that does not
-leak internals.
+FlowForge's exceptions carry a `code` but no HTTP status (they are raised in flow runs and the
+CLI too); this module is the one place that knows which status each class means. FastAPI's
+request validation becomes a 422 naming the field; anything else is a bug, logged with its
+traceback and answered with a 500 that does not leak internals.
 """
 
 from __future__ import annotations
@@ -15,9 +16,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from flowforge.errors import FlowForgeError
+from flowforge.core import errors
 
 log = logging.getLogger("flowforge.api")
+
+#: Each FlowForge error class's status; a subclass takes its nearest listed ancestor's.
+STATUS: dict[type[errors.FlowForgeError], int] = {
+    errors.SpecError: 422,
+    errors.InputError: 422,
+    errors.InvalidRequestError: 422,
+    errors.NotFoundError: 404,
+    errors.ConflictError: 409,
+    errors.BadSignatureError: 401,
+    errors.PayloadTooLargeError: 413,
+    errors.PrefectUnavailableError: 503,
+}
+
+
+def status_of(exc: errors.FlowForgeError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -26,9 +46,12 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(FlowForgeError)
-    async def _flowforge(request: Request, exc: FlowForgeError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+    @app.exception_handler(errors.FlowForgeError)
+    async def _flowforge(request: Request, exc: errors.FlowForgeError) -> JSONResponse:
+        status = status_of(exc)
+        if status == 500:
+            log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
+        return error_response(status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -46,3 +69,6 @@ def install(app: FastAPI) -> None:
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal error; see the API log")
+
+
+__all__ = ["STATUS", "error_response", "install", "status_of"]

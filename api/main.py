@@ -1,8 +1,10 @@
 """The FlowForge API: a thin FastAPI service over the definitions database and Prefect.
 
-At start-up it migrates the database and syncs every workflow to Prefect in the background
-(so the next start brings Prefect in line after it was down); while running it retries the
-workflows still out of sync every `sync_interval` seconds.
+Routes (`api/routes`) parse the request and call services (`api/services`), which validate
+with the core, store in the tables and drive Prefect through the control plane. At start-up
+the app migrates the database and syncs every workflow to Prefect in the background (so the
+next start brings Prefect in line after it was down); while running it retries the workflows
+still out of sync every `sync_interval` seconds.
 """
 
 from __future__ import annotations
@@ -12,21 +14,35 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
-from api import crud, errors
+from api import errors
 from api.db import make_engine, migrate, sessionmaker
-from api.deliveries import Dispatcher
-from api.routes import concurrency_limits, events, health, hooks, runs, sync, triggers, workflows
-from api.routes import secrets as secrets_routes
-from api.routes import servers as servers_routes
-from api.routes import variables as variables_routes
+from api.routes import (
+    concurrency_limits,
+    events,
+    health,
+    hooks,
+    runs,
+    secrets,
+    servers,
+    sync,
+    triggers,
+    variables,
+    workflows,
+)
+from api.services import sync as sync_service
+from api.services.deliveries import Dispatcher
+from api.settings import ApiSettings, get_settings
 from flowforge import __version__
-from flowforge.prefect_sync import DeployTarget
-from flowforge.settings import Settings, get_settings
+from flowforge.core.workflow import Workflow
 
 log = logging.getLogger("flowforge.api")
+ROUTERS = (health, workflows, runs, sync, triggers, hooks, events, variables, secrets, servers,
+           concurrency_limits)
 
 
 async def _sync_loop(app: FastAPI, interval: float) -> None:
@@ -34,14 +50,28 @@ async def _sync_loop(app: FastAPI, interval: float) -> None:
     while True:
         try:
             async with app.state.sessionmaker() as session:
-                await crud.sync_all(session, app.state.target, only_unsynced=not first)
+                await sync_service.sync_all(session, app.state.target, only_unsynced=not first)
             first = False
         except Exception:
             log.exception("background sync failed")
         await asyncio.sleep(interval)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the workflow document's schema: the routes read the body
+    themselves (JSON or YAML), so FastAPI does not know the model the body must match."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        document = Workflow.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(document.pop("$defs", {}))
+        components["WorkflowDocument"] = document
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -50,10 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = make_engine(settings.db_url)
         app.state.settings = settings
         app.state.sessionmaker = sessionmaker(engine)
-        app.state.target = DeployTarget(
-            api_url=settings.prefect_url(), project_dir=settings.project,
-            work_pool=settings.work_pool, timeout=settings.prefect_timeout,
-            deadline=settings.prefect_deadline)
+        app.state.target = settings.target()
         app.state.dispatcher = Dispatcher(app.state.sessionmaker, app.state.target, settings)
         tasks = [asyncio.create_task(_sync_loop(app, settings.sync_interval)),
                  asyncio.create_task(app.state.dispatcher.loop(1.0))]
@@ -75,11 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (health.router, workflows.router, runs.router, sync.router,
-                   triggers.router, hooks.router, events.router,
-                   variables_routes.router, secrets_routes.router, servers_routes.router,
-                   concurrency_limits.router):
-        app.include_router(router)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 

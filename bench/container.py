@@ -28,15 +28,15 @@ sys.path.insert(0, str(ROOT))
 
 
 def per_job(reps: int, image: str) -> None:
-    from flowforge.runtime.container import ContainerExecutor, docker_client
-    from flowforge.runtime.local import ScriptJob
-    from flowforge.spec import ContainerTarget
+    from flowforge.core.targets import ContainerTarget
+    from flowforge.runtime.executors.base import ScriptRequest
+    from flowforge.runtime.executors.container import ContainerExecutor, docker_client
 
     executor = ContainerExecutor(ContainerTarget())
     client = docker_client()
 
     def flowforge_job() -> None:
-        result = executor.run(ScriptJob(name="bench", runtime="bash", script="echo hi",
+        result = executor.run(ScriptRequest(name="bench", runtime="bash", script="echo hi",
                                         event={"workflow": "bench", "run_id": "bench"}),
                               lambda stream, line: None)
         assert result.error is None, result.error
@@ -106,7 +106,7 @@ def main() -> None:
     from tests.fixtures.docker import ensure_dockerd
 
     os.environ["DOCKER_HOST"] = ensure_dockerd()
-    from flowforge.runtime.container import docker_client
+    from flowforge.runtime.executors.container import docker_client
 
     image = runner_image_name()
     try:

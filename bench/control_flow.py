@@ -60,8 +60,8 @@ def dag_workflow(n: int) -> dict[str, Any]:
 def _flowforge(doc: dict[str, Any], workdir: Path, **params: Any) -> Any:
     import runpy
 
-    from flowforge.compiler import compile_workflow
-    from flowforge.spec import load_workflow
+    from flowforge.controlplane.compiler import compile_workflow
+    from flowforge.core.validation import load_workflow
 
     compiled = compile_workflow(load_workflow(doc))
     flow = runpy.run_path(str(compiled.write(workdir / "flows")))[compiled.function]
@@ -161,7 +161,7 @@ def _cpu_with_children() -> float:
 def _reap_launcher() -> None:
     """End FlowForge's job launcher and wait for it, so its CPU (and its jobs') is counted as
     this process's children's; at exit it would be orphaned instead, and not counted."""
-    from flowforge.runtime.launcher import Launcher
+    from flowforge.runtime.executors.launcher import Launcher
 
     launcher = Launcher._current
     if launcher is not None and launcher.proc.stdin is not None:
@@ -179,8 +179,8 @@ def run_child(kind: str, variant: str, n: int) -> dict[str, float]:
 
 
 def compile_time(n: int, reps: int = 5) -> float:
-    from flowforge.compiler import compile_workflow
-    from flowforge.spec import load_workflow
+    from flowforge.controlplane.compiler import compile_workflow
+    from flowforge.core.validation import load_workflow
 
     doc = dag_workflow(n)
     times = []

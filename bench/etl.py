@@ -64,8 +64,8 @@ def fanout_workflow(n: int) -> dict[str, Any]:
 
 
 def flowforge_flow(doc: dict[str, Any], workdir: Path) -> Callable[[], Any]:
-    from flowforge.compiler import compile_workflow
-    from flowforge.spec import load_workflow
+    from flowforge.controlplane.compiler import compile_workflow
+    from flowforge.core.validation import load_workflow
 
     compiled = compile_workflow(load_workflow(doc))
     path = compiled.write(workdir / "flows")

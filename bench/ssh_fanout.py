@@ -28,24 +28,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowforge.runtime.local import ScriptJob
-from flowforge.runtime.ssh import SshExecutor, SshPool
-from flowforge.runtime.ssh_servers import Credential, MemoryDirectory, ServerRecord
-from flowforge.settings import Settings
-from flowforge.spec import SshTarget
+from flowforge.connectors.servers import MemoryDirectory
+from flowforge.core.servers import Credential, ServerRecord
+from flowforge.core.targets import SshTarget
+from flowforge.runtime.executors.base import ScriptRequest
+from flowforge.runtime.executors.ssh import SshExecutor, SshPool
+from flowforge.runtime.settings import WorkerSettings as Settings
 from tests.fixtures.sshd import USER, Sshd, ensure_user, keygen, start_sshd
 
 
-def run_once(directory: MemoryDirectory, names: list[str], job: ScriptJob,
+def run_once(directory: MemoryDirectory, names: list[str], job: ScriptRequest,
              warm: bool = False) -> float:
     """One job on `names` with a new pool; `warm` times a second job on the same pool, whose
     connections are open already (every job of a run after the first)."""
     pool = SshPool(directory, Settings(ssh_connect_timeout=30))
-    executor = SshExecutor(pool, SshTarget(servers=names))
+    executor = SshExecutor(lambda: pool)
+    target = SshTarget(servers=names)
     try:
         for _ in range(2 if warm else 1):
             started = time.perf_counter()
-            result = executor.run(job, lambda s, line: None)
+            result = executor.run(job, lambda s, line: None, target)
             elapsed = time.perf_counter() - started
             if result.error is not None:
                 raise RuntimeError(result.error)
@@ -75,7 +77,7 @@ def main() -> None:
             directory.add(ServerRecord(name=f"s{i}", host="127.0.0.1", port=server.port,
                                        username=USER, host_key=server.host_key),
                           Credential(private_key=key.read_text()))
-        job = ScriptJob(name="bench", runtime="bash",
+        job = ScriptRequest(name="bench", runtime="bash",
                         script='source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
                                f'sleep {args.work}\nff_output "{{\\"ok\\": true}}"\n')
         run_once(directory, ["s0"], job)  # warm caches (sshd binary, bash, page cache)

@@ -20,26 +20,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from flowforge import __version__
-from flowforge.errors import ImageBuildError
+from flowforge.core.errors import ImageBuildError
+from flowforge.core.images import runner_image_name, service_image_name
 
 DEFAULT_SUITE: Final = "bookworm"
 DEFAULT_MIRROR: Final = "http://deb.debian.org/debian"
 BASE_PACKAGES: Final = ("python3", "bash", "nodejs", "ca-certificates")
-RUNNER_REPOSITORY: Final = "flowforge-runner"
-SERVICE_REPOSITORY: Final = "flowforge"
 #: async-timeout: redis needs it on Python < 3.11.3 (bookworm has 3.11.2); `pip wheel` on a
 #: newer host evaluates that marker as false and would leave it out.
 EXTRA_WHEELS: Final = ("pip", "async-timeout")
 
 Log = Callable[[str], None]
-
-
-def runner_image_name(version: str = __version__) -> str:
-    return f"{RUNNER_REPOSITORY}:{version}"
-
-
-def service_image_name(version: str = __version__) -> str:
-    return f"{SERVICE_REPOSITORY}:{version}"
 
 
 def base_image_name(suite: str = DEFAULT_SUITE) -> str:

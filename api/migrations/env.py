@@ -8,7 +8,7 @@ from sqlmodel import SQLModel
 
 import api.tables  # noqa: F401 - registers the tables on SQLModel.metadata
 from api.db import sync_url
-from flowforge.settings import get_settings
+from api.settings import get_settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or sync_url(get_settings().db_url)

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from prefect.client.schemas.objects import WorkerStatus
 from sqlalchemy import text
 
 from api.deps import SessionDep, TargetDep
 from api.errors import error_response
-from flowforge.prefect_sync import prefect_client
+from flowforge.controlplane import store
+from flowforge.controlplane.client import prefect_client
 
 router = APIRouter(tags=["health"])
 
@@ -26,11 +26,7 @@ async def healthz(session: SessionDep, target: TargetDep) -> JSONResponse:
         checks["database"] = f"error: {exc}"
     try:
         async with prefect_client(target) as client:
-            response = await client._client.get("/health")
-            checks["prefect"] = "ok" if response.status_code == 200 else f"status {response.status_code}"
-            workers = await client.read_workers_for_work_pool(target.work_pool)
-            online = [w.name for w in workers if w.status == WorkerStatus.ONLINE]
-            checks["worker"] = "ok" if online else f"no online worker in pool '{target.work_pool}'"
+            checks.update(await store.health(client, target.work_pool))
     except Exception as exc:
         checks.setdefault("prefect", f"error: {exc}")
         checks.setdefault("worker", "unknown")

@@ -9,77 +9,33 @@ notification target: a message job's `to: <name>`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-import httpx
 from fastapi import APIRouter, Query, Response
-from prefect.blocks.system import Secret
-from prefect.exceptions import ObjectNotFound
-from pydantic import BaseModel, Field
 
 from api.deps import TargetDep
-from api.schemas import ErrorBody
-from flowforge.errors import InvalidRequestError, NotFoundError
-from flowforge.prefect_sync import prefect_client
-from flowforge.runtime.secrets import SECRET_NAME_RE
-from flowforge.runtime.ssh_servers import SECRET_PREFIX as SSH_SECRET_PREFIX
+from api.schemas.common import errors
+from api.schemas.store import SecretBody, SecretName
+from api.services import store
 
 router = APIRouter(prefix="/secrets", tags=["secrets"])
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
-MAX_SECRET_CHARS = 64 * 1024
-BLOCK_TYPE = "secret"
-
-
-class SecretBody(BaseModel):
-    value: str = Field(..., min_length=1, max_length=MAX_SECRET_CHARS)
-
-
-class SecretName(BaseModel):
-    name: str
-
-
-def _name(name: str) -> str:
-    if not SECRET_NAME_RE.match(name):
-        raise InvalidRequestError("name", f"secret name '{name[:80]}' must be 1-100 lowercase "
-                                  "letters, digits and '-', starting with a letter or digit")
-    if name.startswith(SSH_SECRET_PREFIX):
-        raise InvalidRequestError("name", f"names starting with '{SSH_SECRET_PREFIX}' hold SSH "
-                                  "server credentials; use /servers")
-    return name
+ERRORS = errors(404, 422, 503)
 
 
 @router.get("", response_model=list[SecretName], responses=ERRORS)
 async def list_secrets(target: TargetDep, limit: Annotated[int, Query(ge=1, le=200)] = 200,
-                       offset: Annotated[int, Query(ge=0)] = 0) -> list[SecretName]:
+                       offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> list[SecretName]:
     """Names only: values are write-only."""
-    async with prefect_client(target) as client:
-        try:
-            documents = await client.read_block_documents_by_type(
-                BLOCK_TYPE, offset=offset, limit=limit, include_secrets=False)
-        except httpx.HTTPStatusError as exc:  # no Secret block type registered on this server
-            if exc.response.status_code == 404:
-                return []
-            raise
-    return [SecretName(name=d.name) for d in documents
-            if d.name and not d.is_anonymous and not d.name.startswith(SSH_SECRET_PREFIX)]
+    return await store.list_secrets(target, limit, offset)
 
 
 @router.put("/{name}", response_model=SecretName, responses=ERRORS)
 async def put_secret(name: str, body: SecretBody, target: TargetDep) -> SecretName:
     """Create or replace a secret; the answer never carries the value."""
-    async with prefect_client(target) as client:
-        await Secret(value=body.value).asave(_name(name), overwrite=True, client=client)
-    return SecretName(name=name)
+    return await store.put_secret(target, name, body.value)
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS)
 async def delete_secret(name: str, target: TargetDep) -> Response:
-    async with prefect_client(target) as client:
-        try:
-            document = await client.read_block_document_by_name(
-                _name(name), BLOCK_TYPE, include_secrets=False)
-            await client.delete_block_document(document.id)
-        except ObjectNotFound as exc:
-            raise NotFoundError(f"secret '{name}' not found", details={"name": name}) from exc
+    await store.delete_secret(target, name)
     return Response(status_code=204)

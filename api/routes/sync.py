@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api import crud
 from api.deps import SessionDep, TargetDep
-from api.schemas import SyncItem, SyncReport
-from api.trigger_schemas import DriftItem, DriftReport
+from api.schemas.triggers import DriftItem, DriftReport
+from api.schemas.workflows import SyncItem, SyncReport
+from api.services import sync
 
 router = APIRouter(tags=["sync"])
 
 
 @router.post("/sync", response_model=SyncReport)
 async def sync_now(session: SessionDep, target: TargetDep) -> SyncReport:
-    rows = await crud.sync_all(session, target)
+    rows = await sync.sync_all(session, target)
     return SyncReport(workflows=[
         SyncItem(name=r.name, status="deleted" if r.deleted else r.sync_status, error=r.sync_error)
         for r in rows
@@ -28,6 +28,6 @@ async def sync_check(session: SessionDep, target: TargetDep) -> DriftReport:
     Drift is anything a person changed or removed in Prefect by hand: a deployment, a schedule,
     an automation; `POST /sync` puts it back.
     """
-    found = await crud.drift_all(session, target)
+    found = await sync.drift_all(session, target)
     return DriftReport(in_sync=not any(found.values()),
                        workflows=[DriftItem(name=n, drift=d) for n, d in sorted(found.items())])

@@ -7,8 +7,8 @@ not the flow's: the job task already holds one of the flow's threads and blocks 
 items finish, so items queued on the same pool could wait forever (Prefect issue #17060).
 Item task runs are named `job[index]` and are children of the job's task run in the UI.
 
-Items run through the same `WorkflowRun.run_once` as any job, with the item in a context
-variable that the templates (`{{ item }}`) and the helper input (`input()["item"]`) read. Each
+Items run through the same `execute.run_once` as any job, with the item in a context variable
+that the templates (`{{ item }}`) and the helper input (`input()["item"]`) read. Each
 item is a task run of its own, so the job's `retries` apply per item, as with Prefect's map.
 Outputs are collected in item order; failed items leave `None` and an error by index.
 """
@@ -17,19 +17,29 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Mapping as MappingType
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from flowforge.errors import JobError
-from flowforge.runtime import limits, templates, workdir
+from prefect.context import TaskRunContext
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import unmapped
+
+from flowforge.core import templates
+from flowforge.core.errors import JobError
+from flowforge.core.jobs import JobBase
+from flowforge.core.wire import JobRecord
+from flowforge.runtime import limits
+from flowforge.runtime.executors import workdir
+from flowforge.runtime.scope import RunScope
 
 if TYPE_CHECKING:
     from prefect import Task
     from prefect.futures import PrefectConcurrentFuture
 
-    from flowforge.runtime.run import WorkflowRun
-    from flowforge.spec import Job
+#: `run_once(scope, job, upstream, attempt) -> (output, condition)`: one run of the job.
+RunOnce = Callable[[RunScope, JobBase, dict[str, JobRecord], int], tuple[Any, bool | None]]
 
 _NO_ITEM = object()
 #: Seconds between looks at whether the run is stopping while a for-each job waits.
@@ -52,8 +62,9 @@ class Mapping:
     """The state of one for-each job's items, shared by its item task runs."""
 
     items: list[Any]
-    upstream: dict[str, dict[str, Any]]
+    upstream: dict[str, JobRecord]
     outputs: list[Any]
+    run_once: RunOnce
     #: `WorkflowRun.shared_input`, each value encoded once (`workdir.encode`) for every item.
     shared_input: dict[str, Any] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
@@ -61,7 +72,7 @@ class Mapping:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def resolve_items(job: Job, context: dict[str, Any]) -> list[Any]:
+def resolve_items(job: JobBase, context: MappingType[str, Any]) -> list[Any]:
     try:
         items = templates.render(job.for_each, context)
     except templates.TemplateError as exc:
@@ -74,31 +85,29 @@ def resolve_items(job: Job, context: dict[str, Any]) -> list[Any]:
     return items
 
 
-def run(run: WorkflowRun, job: Job, upstream: dict[str, dict[str, Any]],
-        item_task: Task[..., Any]) -> list[Any]:
+def run(scope: RunScope, job: JobBase, upstream: dict[str, JobRecord], item_task: Task[..., Any],
+        run_once: RunOnce) -> list[Any]:
     """Run every item; the job's output is the list of item outputs in order."""
-    from prefect.task_runners import ThreadPoolTaskRunner
-    from prefect.utilities.annotations import unmapped
-
-    items = resolve_items(job, run.context(job.name))
+    ledger = scope.ledger
+    items = resolve_items(job, ledger.context())
     if not items:
-        run.update(job.name, items={"total": 0, "done": 0, "failed": 0})
+        ledger.update(job.name, items={"total": 0, "done": 0, "failed": 0})
         return []
     try:
         shared = {key: workdir.encode(value, "input")
-                  for key, value in run.shared_input(upstream).items()}
+                  for key, value in ledger.shared_input(upstream).items()}
     except ValueError as exc:
         raise JobError(f"job '{job.name}': {exc}") from exc
     mapping = Mapping(items=items, upstream=upstream, outputs=[None] * len(items),
-                      shared_input=shared)
-    run.mappings[job.name] = mapping
-    run.update(job.name, items={"total": len(items), "done": 0, "failed": 0})
-    width = min(len(items), job.max_parallel or run.spec.settings.max_parallel_jobs)
+                      run_once=run_once, shared_input=shared)
+    scope.mappings[job.name] = mapping
+    ledger.update(job.name, items={"total": len(items), "done": 0, "failed": 0})
+    width = min(len(items), job.max_parallel or scope.spec.settings.max_parallel_jobs)
     runner: ThreadPoolTaskRunner[Any]
     with ThreadPoolTaskRunner(max_workers=width) as runner:
         futures = cast("list[PrefectConcurrentFuture[Any]]", list(runner.map(
             item_task, {"job": unmapped(job.name), "index": range(len(items))})))
-        _wait_or_stop(futures, run.stopping)
+        _wait_or_stop(futures, scope.stop.event)
     unstarted: list[int] = []  # cancelled by a stopping run before they reached Prefect
     failed: list[int] = []
     for i, future in enumerate(futures):
@@ -111,8 +120,8 @@ def run(run: WorkflowRun, job: Job, upstream: dict[str, dict[str, Any]],
     counts = {"total": len(items), "done": len(items) - len(unstarted), "failed": len(failed)}
     if unstarted:
         counts["not_started"] = len(unstarted)
-    run.update(job.name, items=counts,
-               item_errors={str(i): run.masker.mask(mapping.errors[i]) for i in failed} or None)
+    ledger.update(job.name, items=counts,
+                  item_errors={str(i): scope.masker.mask(mapping.errors[i]) for i in failed} or None)
     if unstarted:  # only a stopping run cancels items; the job ends with it
         raise JobError(f"job '{job.name}': the run is stopping: {len(unstarted)} of "
                        f"{len(items)} items not started, {len(failed)} failed or stopped")
@@ -157,14 +166,10 @@ def _wait_or_stop(futures: Sequence[PrefectConcurrentFuture[Any]], stopping: thr
 
 def run_item(job: str, index: int) -> Any:
     """The body of one item task run."""
-    from prefect.context import TaskRunContext
-
-    from flowforge.runtime.run import WorkflowRun
-
-    run = WorkflowRun.current()
-    spec = run.jobs[job]
-    mapping = run.mappings[job]
-    if run.stopping.is_set():  # started just before its job cancelled the queued items
+    scope = RunScope.current()
+    spec = scope.jobs[job]
+    mapping = scope.mappings[job]
+    if scope.stop.is_set():  # started just before its job cancelled the queued items
         mapping.errors[index] = "not started: the run is stopping"
         raise JobError(f"{job}[{index}]: not started, the run is stopping")
     ctx = TaskRunContext.get()
@@ -172,7 +177,7 @@ def run_item(job: str, index: int) -> Any:
     token = _ITEM.set(mapping.items[index])
     try:
         with limits.hold(spec.concurrency):
-            output, _ = run.run_once(spec, mapping.upstream, attempt)
+            output, _ = mapping.run_once(scope, spec, mapping.upstream, attempt)
     except Exception as exc:
         mapping.errors[index] = exc.message if isinstance(exc, JobError) else (
             f"{type(exc).__name__}: {exc}")
@@ -184,9 +189,9 @@ def run_item(job: str, index: int) -> Any:
     with mapping.lock:
         mapping.done += 1
         done = mapping.done
-    run.update(job, items={"total": len(mapping.items), "done": done,
-                           "failed": len(mapping.errors)})
+    scope.ledger.update(job, items={"total": len(mapping.items), "done": done,
+                                    "failed": len(mapping.errors)})
     return None
 
 
-__all__ = ["Mapping", "current_item", "in_item", "resolve_items", "run", "run_item"]
+__all__ = ["Mapping", "RunOnce", "current_item", "in_item", "resolve_items", "run", "run_item"]

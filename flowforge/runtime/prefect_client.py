@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.context import SyncClientContext
+from prefect.exceptions import ObjectNotFound
 
 
 @contextmanager
@@ -36,4 +38,24 @@ def sync_client() -> Iterator[Any]:
         yield client
 
 
-__all__ = ["sync_client"]
+def run_finished(run_id: str) -> bool:
+    """Whether Prefect says the flow run is over (or never heard of it): what a reaper asks
+    before it removes a run's leftovers.
+
+    Any other error counts as not finished: a container is only removed when we are sure.
+    """
+    try:
+        flow_run_id = UUID(run_id)
+    except ValueError:
+        return True
+    try:
+        with sync_client() as client:
+            run = client.read_flow_run(flow_run_id)
+    except ObjectNotFound:
+        return True
+    except Exception:
+        return False
+    return run.state is None or run.state.is_final()
+
+
+__all__ = ["run_finished", "sync_client"]

@@ -4,7 +4,7 @@ Prefect's automation renders the ids of the flow runs whose events fired it into
 `flowforge_trigger` parameter (`upstream_runs`, one per upstream for a `logic: all` trigger).
 The run itself then reads each upstream's `flowforge-run` artifact (its outputs and state)
 from Prefect, so templates can say `{{ trigger.upstream.<workflow>.outputs.x }}`. It reads
-Prefect, never the FlowForge API: a worker needs nothing but Prefect (DESIGN §2).
+Prefect, never the FlowForge API: a worker needs nothing but Prefect.
 """
 
 from __future__ import annotations
@@ -46,13 +46,12 @@ def enrich(trigger: dict[str, Any] | None) -> dict[str, Any] | None:
         with sync_client() as client:
             for run_id in ids:
                 flow_run = client.read_flow_run(UUID(run_id))
-                summary = read_run_summary(client, UUID(run_id)) or {}
-                name = summary.get("workflow")
-                if name is None:
-                    name = client.read_flow(flow_run.flow_id).name
-                upstream[name] = {"run_id": run_id, "state": summary.get(
-                    "state", flow_run.state_type.value if flow_run.state_type else None),
-                    "outputs": summary.get("outputs")}
+                summary = read_run_summary(client, UUID(run_id))
+                name = summary.workflow if summary else client.read_flow(flow_run.flow_id).name
+                state = summary.state if summary else (
+                    flow_run.state_type.value if flow_run.state_type else None)
+                upstream[name] = {"run_id": run_id, "state": state,
+                                  "outputs": summary.outputs if summary else None}
     except Exception as exc:  # the run still starts; templates reading outputs then fail loudly
         log.warning("could not read the upstream runs %s: %s", ids, exc)
     out["upstream"] = upstream

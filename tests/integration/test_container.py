@@ -24,11 +24,11 @@ import httpx
 import pytest
 from rich.console import Console
 
+from flowforge.core.targets import ContainerTarget
 from flowforge.image import build_image
-from flowforge.runtime.container import LABEL_RUN, ContainerExecutor, docker_client, leftovers
-from flowforge.runtime.local import ScriptJob, ScriptResult
-from flowforge.spec import ContainerTarget
-from flowforge.supervisor import reap_containers
+from flowforge.runtime.executors.base import ScriptRequest, ScriptResult
+from flowforge.runtime.executors.container import LABEL_RUN, ContainerExecutor, docker_client, leftovers
+from flowforge.stack.up import reap_leftovers
 from tests.conftest import (
     BIN,
     Stack,
@@ -49,7 +49,7 @@ def run_job(runtime: str, script: str, log: list[tuple[str, str]] | None = None,
             **options: Any) -> ScriptResult:
     timeout = options.pop("job_timeout", None)
     lines = log if log is not None else []
-    job = ScriptJob(name="t", runtime=runtime, script=textwrap.dedent(script),  # type: ignore[arg-type]
+    job = ScriptRequest(name="t", runtime=runtime, script=textwrap.dedent(script),  # type: ignore[arg-type]
                     input={"inputs": {"n": 2}, "params": {}, "jobs": {}, "item": None,
                            "trigger": {"type": "manual"}},
                     event={"workflow": "wf-test", "job": "t", "run_id": "direct-test"},
@@ -191,7 +191,7 @@ def test_output_streams_live() -> None:
         stamps.append(time.monotonic())
         log.append((stream, line))
 
-    job = ScriptJob(name="live", runtime="bash", script="echo one; sleep 2; echo two >&2",
+    job = ScriptRequest(name="live", runtime="bash", script="echo one; sleep 2; echo two >&2",
                     event={"run_id": "direct-test"})
     result = ContainerExecutor(ContainerTarget()).run(job, record)
     assert result.error is None and log == [("stdout", "one"), ("stderr", "two")]
@@ -305,11 +305,11 @@ def orphan_container(run_id: str, tmp_path: Path, prefect_url: str) -> None:
     """Leave a running job container behind the way a SIGKILLed worker does."""
     script = tmp_path / f"worker-{run_id}.py"
     script.write_text(textwrap.dedent(f"""
-        from flowforge.runtime.container import ContainerExecutor
-        from flowforge.runtime.local import ScriptJob
-        from flowforge.spec import ContainerTarget
+        from flowforge.runtime.executors.container import ContainerExecutor
+        from flowforge.runtime.executors.base import ScriptRequest
+        from flowforge.core.targets import ContainerTarget
         ContainerExecutor(ContainerTarget()).run(
-            ScriptJob(name="orphan", runtime="bash", script="sleep 300",
+            ScriptRequest(name="orphan", runtime="bash", script="sleep 300",
                       event={{"workflow": "w", "run_id": "{run_id}"}}),
             lambda stream, line: None)
     """))
@@ -348,7 +348,7 @@ def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Cli
 
     # What `flowforge up` runs before it starts the workers.
     orphan_container(second, tmp_path, docker_stack.prefect_url)
-    reap_containers(docker_stack.prefect_url, Console(file=io.StringIO()))
+    reap_leftovers(docker_stack.prefect_url, Console(file=io.StringIO()))
     assert job_containers(second) == []
 
     # Another Prefect's containers are not this gc's to judge.

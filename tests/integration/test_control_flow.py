@@ -317,8 +317,8 @@ def test_fail_fast_cancels_a_large_for_each_s_queued_items(api: httpx.Client,
 _DIRECT_RUN = """
 import asyncio, json, runpy, sys
 from pathlib import Path
-from flowforge.compiler import compile_workflow
-from flowforge.spec import load_workflow
+from flowforge.controlplane.compiler import compile_workflow
+from flowforge.core.validation import load_workflow
 compiled = compile_workflow(load_workflow(json.loads(sys.argv[1])))
 flow = runpy.run_path(str(compiled.write(Path(sys.argv[2]))))[compiled.function]
 asyncio.run(flow())
@@ -549,8 +549,8 @@ def test_one_prefect_client_serves_every_job_of_a_run(stack: Stack, tmp_path: Pa
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flowforge.compiler import compile_workflow
-    from flowforge.spec import load_workflow
+    from flowforge.controlplane.compiler import compile_workflow
+    from flowforge.core.validation import load_workflow
 
     compiled = compile_workflow(load_workflow({
         "name": "shared-client",

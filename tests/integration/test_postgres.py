@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from api.db import head_revision, sync_url
 from api.main import create_app
-from flowforge.settings import Settings
+from api.settings import ApiSettings as Settings
 from tests.conftest import Stack, create_workflow, run_workflow, start_stack
 from tests.fixtures.postgres import PostgresServer
 

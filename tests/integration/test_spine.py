@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flowforge.runtime import gate
+from flowforge.core import gate
 from tests.conftest import (
     TERMINAL,
     Stack,

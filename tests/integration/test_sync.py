@@ -80,13 +80,13 @@ def test_up_warns_about_a_docker_pool_without_the_hardening(stack: Stack, tmp_pa
 
     from rich.console import Console
 
-    from flowforge.settings import Settings
-    from flowforge.supervisor import (
+    from flowforge.stack.docker_pool import (
         HARDENING_KEYS,
         docker_pool_defaults,
-        ensure_work_pool,
         warn_unhardened_pool,
     )
+    from flowforge.stack.settings import StackSettings as Settings
+    from flowforge.stack.workers import ensure_work_pool
 
     defaults = docker_pool_defaults(Settings(home=tmp_path))
     legacy, ours = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("legacy", "hardened"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.compiler import compile_workflow, mermaid
-from flowforge.prefect_sync import parameter_schema
-from flowforge.spec import load_workflow
+from flowforge.controlplane.compiler import compile_workflow, mermaid
+from flowforge.controlplane.deploy import parameter_schema
+from flowforge.core.validation import load_workflow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -91,9 +91,11 @@ def test_dag_edges_and_names() -> None:
 
 
 def test_runtime_does_not_import_api_or_database() -> None:
-    code = ("import sys, flowforge.runtime.run, flowforge.runtime.local, flowforge.runtime.ssh, "
-            "flowforge.runtime.ssh_connect, flowforge.runtime.ssh_servers; "
-            "bad = [m for m in ('api', 'fastapi', 'sqlmodel', 'sqlalchemy.ext.asyncio') "
+    code = ("import sys, flowforge.runtime.run, flowforge.runtime.executors.local, "
+            "flowforge.runtime.executors.ssh, flowforge.runtime.executors.container, "
+            "flowforge.connectors.ssh, flowforge.connectors.servers; "
+            "bad = [m for m in ('api', 'fastapi', 'sqlmodel', 'sqlalchemy.ext.asyncio', "
+            "'flowforge.controlplane', 'flowforge.stack', 'flowforge.image') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

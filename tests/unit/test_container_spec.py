@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from flowforge.errors import SpecError
+from flowforge.core.errors import SpecError
+from flowforge.core.targets.container import ContainerTarget, memory_bytes
+from flowforge.core.validation import load_workflow
 from flowforge.image import debian_mirror
-from flowforge.settings import Settings
-from flowforge.spec import ContainerTarget, load_workflow, memory_bytes
-from flowforge.supervisor import docker_pool_defaults, pool_user
+from flowforge.stack.docker_pool import docker_pool_defaults, pool_user
+from flowforge.stack.settings import StackSettings as Settings
 
 
 def doc(container: dict[str, Any], settings: dict[str, Any] | None = None,
@@ -133,7 +134,7 @@ def test_a_container_removed_while_listing_is_skipped() -> None:
 
     import docker
 
-    from flowforge.runtime.container import LABEL_RUN, leftovers
+    from flowforge.runtime.executors.container import LABEL_RUN, leftovers
 
     class Engine(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # http.server calls it by this name

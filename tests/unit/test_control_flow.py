@@ -7,12 +7,17 @@ from typing import Any
 
 import pytest
 
-from flowforge import limit_sync, repair
-from flowforge.compiler import compile_workflow
-from flowforge.errors import InvalidRequestError, JobError, SpecError
-from flowforge.runtime import condition, foreach
-from flowforge.runtime.run import _retry_options, job_tasks
-from flowforge.spec import Job, load_workflow
+from flowforge.controlplane import limits as limit_sync
+from flowforge.controlplane.compiler import compile_workflow
+from flowforge.core import repair
+from flowforge.core.errors import InvalidRequestError, JobError, SpecError
+from flowforge.core.jobs import ConditionJob
+from flowforge.core.validation import load_workflow
+from flowforge.core.wire import RunSummary
+from flowforge.runtime import foreach
+from flowforge.runtime.kinds import condition
+from flowforge.runtime.tasks import job_tasks
+from flowforge.runtime.tasks import prefect_retry_options as _retry_options
 
 
 def job(name: str, **extra: Any) -> dict[str, Any]:
@@ -175,8 +180,8 @@ def test_for_each_job_task_does_not_retry_its_items_do() -> None:
 
 # --- runtime pieces -----------------------------------------------------------------------------
 
-def _cond_job(expr: str) -> Job:
-    return Job.model_validate(cond("c", expr))  # the sandbox, not the graph check, under test
+def _cond_job(expr: str) -> ConditionJob:
+    return ConditionJob.model_validate(cond("c", expr))  # the sandbox, not the graph check
 
 
 def test_condition_evaluates_in_the_sandbox() -> None:
@@ -205,9 +210,11 @@ def test_for_each_items_resolve_to_a_list() -> None:
 
 # --- repair plans -------------------------------------------------------------------------------
 
-def _summary(**states: str) -> dict[str, Any]:
-    return {"jobs": [{"name": n, "state": s, "output": {"n": n}, "condition": None}
-                     for n, s in states.items()]}
+def _summary(**states: str) -> RunSummary:
+    return RunSummary.model_validate({
+        "workflow": "wf", "flow_run_id": "r", "progress": {"done": 0, "total": len(states)},
+        "jobs": [{"name": n, "state": s, "output": {"n": n}, "condition": None}
+                 for n, s in states.items()]})
 
 
 def test_repair_reruns_failed_and_not_run_jobs_and_their_dependants() -> None:
@@ -230,7 +237,7 @@ def test_repair_can_add_completed_jobs_and_refuses_unknown_ones() -> None:
 def test_repair_reruns_jobs_whose_output_was_truncated() -> None:
     wf = load_workflow(doc(job("a"), job("b")))
     summary = _summary(a="COMPLETED", b="FAILED")
-    summary["jobs"][0]["output"] = {"truncated": True, "bytes": 10**6}
+    summary.jobs[0].output = {"truncated": True, "bytes": 10**6}
     assert repair.plan(wf, summary) == (["a", "b"], {})
 
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowforge.runtime.gate import (
+from flowforge.core.gate import (
     ALIASES,
     ALL_RULES,
     EDGE_MODES,

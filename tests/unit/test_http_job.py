@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from flowforge.errors import JobError
-from flowforge.runtime.http import MAX_BODY_BYTES, HttpRequest, send, status_expected
+from flowforge.core.errors import JobError
+from flowforge.runtime.kinds.http import MAX_BODY_BYTES, HttpRequest, send, status_expected
 from tests.conftest import free_port
 from tests.receivers import HttpTarget
 

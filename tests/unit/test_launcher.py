@@ -22,8 +22,9 @@ from typing import Any, cast
 
 import pytest
 
-from flowforge.runtime.launcher import Launcher, LauncherExecutor
-from flowforge.runtime.local import LocalExecutor, ScriptJob
+from flowforge.runtime.executors.base import ScriptRequest
+from flowforge.runtime.executors.launcher import Launcher, LauncherExecutor
+from flowforge.runtime.executors.local import LocalExecutor
 from tests.unit.test_local_executor import running
 
 
@@ -54,7 +55,7 @@ def test_concurrent_jobs_get_their_own_logs_and_outputs() -> None:
 
     def one(n: int) -> None:
         lines: list[tuple[str, str]] = []
-        result = executor.run(ScriptJob(name=f"j{n}", runtime="bash", script=script,
+        result = executor.run(ScriptRequest(name=f"j{n}", runtime="bash", script=script,
                                         input={"item": n}), lambda s, line: lines.append((s, line)))
         expected = [("stdout", f"job {n} line {i}") for i in (1, 2, 3)]
         if result.error or result.output != {"n": n} or \
@@ -77,7 +78,7 @@ def test_a_launcher_that_dies_fails_its_jobs_clearly_kills_them_and_the_next_job
     pid_file = tmp_path / "pid"
     results = []
     runner = threading.Thread(target=lambda: results.append(executor.run(
-        ScriptJob(name="j", runtime="bash",
+        ScriptRequest(name="j", runtime="bash",
                   script=f"sleep 100 &\necho $$ $! > {pid_file}\nwait"),
         lambda s, line: None)))
     runner.start()
@@ -96,17 +97,17 @@ def test_a_launcher_that_dies_fails_its_jobs_clearly_kills_them_and_the_next_job
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
 
-    result = executor.run(ScriptJob(name="j", runtime="bash", script="echo again"), lambda s, line: None)
+    result = executor.run(ScriptRequest(name="j", runtime="bash", script="echo again"), lambda s, line: None)
     assert result.error is None
     assert Launcher.get() is not launcher
 
 
 FLOW_PROCESS = textwrap.dedent("""
     import sys, threading
-    from flowforge.runtime.launcher import LauncherExecutor
-    from flowforge.runtime.local import ScriptJob
+    from flowforge.runtime.executors.launcher import LauncherExecutor
+    from flowforge.runtime.executors.base import ScriptRequest
 
-    job = ScriptJob(name="j", runtime="bash",
+    job = ScriptRequest(name="j", runtime="bash",
                     script="sleep 300 & echo $! > " + sys.argv[1] + "\\nwait")
     threading.Thread(target=LauncherExecutor().run, args=(job, lambda s, l: None)).start()
     threading.Event().wait()
@@ -136,7 +137,7 @@ def test_the_launcher_ignores_a_terminals_ctrl_c(tmp_path: Path) -> None:
     results = []
     executor = LauncherExecutor()
     runner = threading.Thread(target=lambda: results.append(executor.run(
-        ScriptJob(name="j", runtime="bash", script=f"echo $$ > {pid_file}\nsleep 1\necho done"),
+        ScriptRequest(name="j", runtime="bash", script=f"echo $$ > {pid_file}\nsleep 1\necho done"),
         lambda s, line: None)))
     runner.start()
     wait_for_file(pid_file)
@@ -153,7 +154,7 @@ class InProcessLoop:
     can patch what it calls. `request` sends one run; `replies` reads until a job's result."""
 
     def __init__(self) -> None:
-        from flowforge.runtime.launcher import _Closed, _Loop
+        from flowforge.runtime.executors.launcher_main import _Closed, _Loop
 
         self._to_loop_r, self._to_loop = os.pipe()
         self._from_loop, from_loop_w = os.pipe()
@@ -170,7 +171,7 @@ class InProcessLoop:
 
     def request(self, job_id: int, script: str, timeout: float | None = None) -> None:
         executor = LauncherExecutor()
-        message = {**executor._request(ScriptJob(name=f"j{job_id}", runtime="bash", script=script,
+        message = {**executor._request(ScriptRequest(name=f"j{job_id}", runtime="bash", script=script,
                                                  timeout=timeout)),
                    "id": job_id, "base_env": executor._base_env()}
         os.write(self._to_loop, (json.dumps(message) + "\n").encode())

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from flowforge.runtime import processes, workdir
-from flowforge.runtime.launcher import LauncherExecutor
-from flowforge.runtime.local import LocalExecutor, ScriptJob, ScriptResult
+from flowforge.runtime.executors import processes, workdir
+from flowforge.runtime.executors.base import ScriptRequest, ScriptResult
+from flowforge.runtime.executors.launcher import LauncherExecutor
+from flowforge.runtime.executors.local import LocalExecutor
 
 INPUT = {
     "inputs": {"depth": "basic"},
@@ -65,7 +66,7 @@ def run(executor: Executor, runtime: str, script: str, **kwargs: Any) -> tuple[S
     log = Log()
     kwargs.setdefault("input", INPUT)
     kwargs.setdefault("event", EVENT)
-    job = ScriptJob(name="test job", runtime=runtime, script=script, **kwargs)  # type: ignore[arg-type]
+    job = ScriptRequest(name="test job", runtime=runtime, script=script, **kwargs)  # type: ignore[arg-type]
     return executor.run(job, log), log
 
 
@@ -307,7 +308,7 @@ def test_a_failing_log_callback_still_kills_the_job(tmp_path: Path, make: Make) 
     def log(stream: str, line: str) -> None:
         raise RuntimeError("logger broke")
 
-    job = ScriptJob(name="j", runtime="bash", script=f"sleep 100 & echo $! > {pids}\necho x\nsleep 100")
+    job = ScriptRequest(name="j", runtime="bash", script=f"sleep 100 & echo $! > {pids}\necho x\nsleep 100")
     with pytest.raises(RuntimeError, match="logger broke"):
         make().run(job, log)
 

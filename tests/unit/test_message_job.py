@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flowforge.errors import JobError
-from flowforge.runtime.message import redact_url, send_message
+from flowforge.core.errors import JobError
+from flowforge.runtime.kinds.message import redact_url, send_message
 from tests.conftest import free_port
 from tests.receivers import SmtpTarget
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flowforge import offloop_gc
-from flowforge.supervisor import SERVE_OFF_LOOP_GC
+from flowforge.stack.prefect_server import SERVE_OFF_LOOP_GC
 
 # One connection holds SQLite's write lock until the event loop lets it commit; another waits in
 # SQLite's busy handler on its own aiosqlite thread. Then the cyclic collector frees a cursor of the

@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from flowforge.settings import Settings
+from api.settings import ApiSettings as Settings
 
 
 @pytest.fixture
@@ -75,10 +75,10 @@ def test_a_timed_out_call_says_so(silent_prefect: str, tmp_path: Path) -> None:
 
     from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
-    from flowforge.errors import PrefectUnavailableError
-    from flowforge.prefect_sync import DeployTarget, prefect_client
+    from flowforge.controlplane.client import PrefectTarget, prefect_client
+    from flowforge.core.errors import PrefectUnavailableError
 
-    target = DeployTarget(api_url=silent_prefect, project_dir=tmp_path, work_pool="p",
+    target = PrefectTarget(api_url=silent_prefect, project_dir=tmp_path, work_pool="p",
                           timeout=0.3)
 
     async def call() -> None:

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from flowforge.runtime.local import ScriptJob, ScriptResult
-from flowforge.runtime.ssh import SshExecutor, SshPool
-from flowforge.runtime.ssh_connect import connect
-from flowforge.runtime.ssh_servers import Credential, MemoryDirectory, ServerRecord
-from flowforge.settings import Settings
-from flowforge.spec import SshTarget
+from flowforge.connectors.servers import MemoryDirectory
+from flowforge.connectors.ssh import connect
+from flowforge.core.servers import Credential, ServerRecord
+from flowforge.core.targets import SshTarget
+from flowforge.runtime.executors.base import ScriptRequest, ScriptResult
+from flowforge.runtime.executors.ssh import SshExecutor, SshPool
+from flowforge.runtime.settings import WorkerSettings as Settings
 from tests.fixtures.sshd import (
     PASSWORD,
     USER,
@@ -55,10 +56,11 @@ class Harness:
 
     def run(self, servers: list[str], script: str, runtime: str = "bash",
             allow_partial: bool = False, **job: Any) -> ScriptResult:
-        executor = SshExecutor(self.pool, SshTarget(servers=servers, allow_partial=allow_partial))
-        return executor.run(ScriptJob(name="job", runtime=runtime,  # type: ignore[arg-type]
-                                      script=script, **job),
-                            lambda stream, line: self.lines.append((stream, line)))
+        executor = SshExecutor(lambda: self.pool)
+        return executor.run(ScriptRequest(name="job", runtime=runtime,  # type: ignore[arg-type]
+                                          script=script, **job),
+                            lambda stream, line: self.lines.append((stream, line)),
+                            SshTarget(servers=servers, allow_partial=allow_partial))
 
     def outputs(self, result: ScriptResult) -> dict[str, Any]:
         return {n: s["output"] for n, s in result.output["servers"].items()}
@@ -134,7 +136,7 @@ def test_node_helpers_over_ssh(harness: Harness, sshd_pair: tuple[Sshd, Sshd]) -
 
 
 def test_combine_ors_conditions_and_merges_variables() -> None:
-    from flowforge.runtime.ssh import ServerOutcome, combine
+    from flowforge.runtime.executors.ssh import ServerOutcome, combine
 
     outcomes = {"a": ServerOutcome(exit_code=0, condition=False, variables_set={"k": 1}),
                 "b": ServerOutcome(exit_code=0, condition=True, variables_set={"k": 2, "j": 3}),
@@ -344,7 +346,7 @@ def _restart_on(factory: SshdFactory, old: Sshd, port: int) -> Sshd:
 
 
 async def test_connect_reports_refused_and_timeout(ssh_client_key: ClientKey) -> None:
-    from flowforge.errors import SshError
+    from flowforge.core.errors import SshError
     from tests.conftest import free_port
 
     closed = ServerRecord(name="closed", host="127.0.0.1", port=free_port(), username=USER)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.settings import Settings
-from flowforge.supervisor import prefect_database_url, prefect_server_env
+from flowforge.stack.prefect_server import prefect_database_url, prefect_server_env
+from flowforge.stack.settings import StackSettings as Settings
 
 
 def test_the_default_prefect_database_is_sqlite_in_the_home(tmp_path: Path) -> None:

@@ -20,15 +20,16 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import crud
 from api.db import make_engine, migrate, sessionmaker
+from api.services import sync as sync_service
+from api.services import workflows as crud
 from api.tables import WorkflowRow
-from flowforge import prefect_sync
-from flowforge.prefect_sync import DeployTarget
-from flowforge.spec import Workflow
+from flowforge.controlplane import deploy as prefect_sync
+from flowforge.controlplane.client import PrefectTarget
+from flowforge.core.workflow import Workflow
 
 Maker = async_sessionmaker[AsyncSession]
-TARGET = DeployTarget(api_url="http://127.0.0.1:9/api", project_dir=Path("."), work_pool="none",
+TARGET = PrefectTarget(api_url="http://127.0.0.1:9/api", project_dir=Path("."), work_pool="none",
                       timeout=1)
 
 
@@ -45,7 +46,7 @@ async def maker(tmp_path: Path) -> AsyncIterator[Maker]:
 def deploys(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
 
-    async def slow_deploy(wf: Workflow, target: DeployTarget) -> uuid.UUID:
+    async def slow_deploy(wf: Workflow, target: PrefectTarget) -> uuid.UUID:
         calls.append(wf.name)
         await asyncio.sleep(0.3)  # the window in which the loop reads the pending row
         return uuid.uuid4()
@@ -67,12 +68,12 @@ async def test_loop_does_not_redeploy_a_row_a_request_synced_meanwhile(
         async with maker() as session:
             row = await crud.store(session, workflow("w"), None)
             stored.set()
-            await crud.sync_row(session, row, TARGET)
+            await sync_service.sync_row(session, row, TARGET)
 
     async def loop_pass() -> list[str]:
         await stored.wait()
         async with maker() as session:
-            rows = await crud.sync_all(session, TARGET, only_unsynced=True)
+            rows = await sync_service.sync_all(session, TARGET, only_unsynced=True)
             return [r.sync_status for r in rows]
 
     _, seen = await asyncio.gather(request(), loop_pass())
@@ -85,7 +86,7 @@ async def test_loop_still_syncs_a_row_nobody_else_is_syncing(
     async with maker() as session:
         await crud.store(session, workflow("w"), None)
     async with maker() as session:
-        rows = await crud.sync_all(session, TARGET, only_unsynced=True)
+        rows = await sync_service.sync_all(session, TARGET, only_unsynced=True)
     assert deploys == ["w"] and [r.sync_status for r in rows] == ["synced"]
 
 
@@ -93,15 +94,15 @@ async def test_full_pass_redeploys_synced_rows(maker: Maker, deploys: list[str])
     """The first pass after start-up (and `POST /sync`) repairs drift: it deploys every row."""
     async with maker() as session:
         row = await crud.store(session, workflow("w"), None)
-        await crud.sync_row(session, row, TARGET)
+        await sync_service.sync_row(session, row, TARGET)
     async with maker() as session:
-        await crud.sync_all(session, TARGET)
+        await sync_service.sync_all(session, TARGET)
     assert deploys == ["w", "w"]
 
 
 async def test_loop_skips_a_row_purged_meanwhile(
         maker: Maker, deploys: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    async def gone(name: str, target: DeployTarget) -> bool:
+    async def gone(name: str, target: PrefectTarget) -> bool:
         return True
 
     monkeypatch.setattr(prefect_sync, "undeploy", gone)
@@ -114,6 +115,6 @@ async def test_loop_skips_a_row_purged_meanwhile(
             row.deleted = True
             session.add(row)
             await session.commit()
-            await crud.sync_row(session, row, TARGET)  # purges it
-        done = await crud.sync_row(loop_session, stale, TARGET, unless_synced=True)
+            await sync_service.sync_row(session, row, TARGET)  # purges it
+        done = await sync_service.sync_row(loop_session, stale, TARGET, unless_synced=True)
     assert done is stale and deploys == []

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flowforge.runtime.templates import (
+from flowforge.core.templates import (
     TemplateError,
     is_template,
     references,

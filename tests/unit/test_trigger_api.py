@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from flowforge.settings import Settings
+from api.settings import ApiSettings as Settings
 
 JOBS = [{"name": "a", "runtime": "bash", "script": "true"}]
 

@@ -10,12 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from api.routes.hooks import signature_ok
-from flowforge import trigger_sync
-from flowforge.errors import SpecError
-from flowforge.runtime.upstream import upstream_run_ids
-from flowforge.spec import load_workflow
-from flowforge.triggers import (
+from api.services.webhooks import signature_ok
+from flowforge.controlplane import triggers as trigger_sync
+from flowforge.core.errors import SpecError
+from flowforge.core.triggers import (
     AnyTrigger,
     DependencyTrigger,
     ScheduleTrigger,
@@ -26,6 +24,8 @@ from flowforge.triggers import (
     find_cycle,
     next_fire_times,
 )
+from flowforge.core.validation import load_workflow
+from flowforge.runtime.upstream import upstream_run_ids
 
 JOBS = [{"name": "a", "runtime": "bash", "script": "true"}]
 

@@ -1,0 +1,1 @@
+"""What the routes call: validate, store, sync, call Prefect. No HTTP here but webhooks' bytes."""

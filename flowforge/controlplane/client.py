@@ -1,0 +1,62 @@
+"""The Prefect client of the control plane: where Prefect is, and its errors translated once.
+
+Every Prefect or transport failure met by the API, the sync or the CLI becomes a
+`PrefectUnavailableError` (retryable) here, so callers mark a workflow out of sync or answer
+503 without knowing httpx's or Prefect's exception types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from prefect.client.orchestration import PrefectClient
+from prefect.exceptions import PrefectHTTPStatusError
+
+from flowforge.core.errors import PrefectUnavailableError
+
+
+@dataclass(frozen=True)
+class PrefectTarget:
+    """Where and how workflows are deployed."""
+
+    api_url: str
+    project_dir: Path
+    work_pool: str
+    timeout: float = 10.0
+    #: Seconds for everything done with one `prefect_client`, retries included; None: no cap.
+    deadline: float | None = None
+
+
+@asynccontextmanager
+async def prefect_client(target: PrefectTarget) -> AsyncIterator[PrefectClient]:
+    """A Prefect client on `target.api_url`; transport and 5xx errors, and running past
+    `target.deadline`, become retryable errors."""
+    try:
+        async with asyncio.timeout(target.deadline), PrefectClient(
+                target.api_url, httpx_settings={"timeout": target.timeout}) as client:
+            yield client
+    except TimeoutError as exc:  # before OSError, of which it is a subclass
+        within = f"within {target.deadline:g}s" if target.deadline is not None else "in time"
+        raise PrefectUnavailableError(f"Prefect API at {target.api_url} did not finish answering "
+                                      f"{within} (overloaded?); try again later") from exc
+    except httpx.TimeoutException as exc:  # str() of these is empty: say what happened
+        raise PrefectUnavailableError(
+            f"Prefect API at {target.api_url} did not answer within {target.timeout:g}s, "
+            f"retries included ({type(exc).__name__}; overloaded?); try again later") from exc
+    except (httpx.TransportError, OSError) as exc:
+        raise PrefectUnavailableError(f"Prefect API at {target.api_url} is unreachable: "
+                                      f"{exc or type(exc).__name__}") from exc
+    except PrefectHTTPStatusError as exc:
+        if exc.response.status_code >= 500:
+            raise PrefectUnavailableError(
+                f"Prefect API error {exc.response.status_code}: {exc.response.text[:200]}"
+            ) from exc
+        raise
+
+
+__all__ = ["PrefectTarget", "prefect_client"]

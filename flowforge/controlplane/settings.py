@@ -1,0 +1,68 @@
+"""Settings of whatever drives Prefect from outside a flow run: the API, the CLI, `up`.
+
+Read from `FLOWFORGE_*` variables. Derived paths (project dir, Prefect home) are properties so
+that changing `home` moves them all. The API's and the supervisor's settings extend this class
+with their own; a worker reads none of it (`flowforge.runtime.settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flowforge.controlplane.client import PrefectTarget
+
+
+class ControlPlaneSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOWFORGE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".flowforge")
+    prefect_port: int = 4200
+    # When empty, FlowForge uses PREFECT_API_URL if set, else the server `flowforge up` starts.
+    prefect_api_url: str | None = None
+    prefect_ui_url: str | None = None
+    project_dir: Path | None = None
+    work_pool: str = "flowforge-process"
+    # Per-request timeout for Prefect calls; short, so a dead Prefect server does not hang a
+    # request that could store the definition and answer.
+    prefect_timeout: float = 10.0
+    # Cap on all of one request's Prefect calls, retries included (Prefect's client retries
+    # timeouts and 503s with backoff, which under load ran past a minute): past it the API
+    # answers 503 and a definition it stored is left `pending` for the sync loop.
+    # 120 s: under a full test suite's load a single run read took over a minute.
+    prefect_deadline: float = Field(default=120.0, gt=0)
+    # How often the API retries the Prefect sync of workflows marked out of sync.
+    sync_interval: float = 15.0
+
+    @property
+    def project(self) -> Path:
+        """Where generated flows and prefect.yaml live; the deployments' working directory."""
+        return self.project_dir or self.home / "project"
+
+    @property
+    def flows_dir(self) -> Path:
+        return self.project / "flows"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home / "prefect"
+
+    def prefect_url(self) -> str:
+        # Read here and only here: Prefect's own variable names the server to use.
+        return (self.prefect_api_url or os.environ.get("PREFECT_API_URL")
+                or f"http://127.0.0.1:{self.prefect_port}/api")
+
+    def ui_url(self) -> str:
+        return self.prefect_ui_url or self.prefect_url().removesuffix("/api")
+
+    def target(self) -> PrefectTarget:
+        """Where and how workflows are deployed, with this configuration's bounds."""
+        return PrefectTarget(api_url=self.prefect_url(), project_dir=self.project,
+                             work_pool=self.work_pool, timeout=self.prefect_timeout,
+                             deadline=self.prefect_deadline)
+
+
+__all__ = ["ControlPlaneSettings"]

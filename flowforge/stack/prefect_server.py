@@ -1,0 +1,102 @@
+"""The Prefect server `flowforge up` starts: its database, its tuning, its health wait."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from flowforge.stack.children import Child, SupervisorError, base_env, wait_http_ok
+from flowforge.stack.settings import StackSettings
+
+PREFECT_HEALTH_TIMEOUT = 60.0
+# Server-side tuning of the services that record task runs and events from the event stream
+# (names as in prefect 3.8.8's prefect/settings/models/server/services.py): one row per
+# write, the default, made a 1,000-task run readable 21-28 s after it ended; batches of 200
+# flushed every second made it 3 s (docs/performance.md).
+RECORDER_TUNING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+}
+# Both servers keep SQLite connections on aiosqlite threads: their cyclic garbage collection runs
+# off the event loop, or one "database is locked" can freeze the loop for the busy timeout
+# (flowforge/offloop_gc.py, docs/architecture.md).
+SERVE_OFF_LOOP_GC = [sys.executable, "-m", "flowforge.offloop_gc"]
+
+
+def prefect_database_url(settings: StackSettings) -> str:
+    """Prefect's server speaks asyncpg / aiosqlite; accept plain URLs and name the driver."""
+    url = settings.prefect_database_url
+    if not url:
+        return f"sqlite+aiosqlite:///{settings.prefect_home / 'prefect.db'}"
+    scheme, sep, rest = url.partition("://")
+    base = scheme.split("+", 1)[0]
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg{sep}{rest}"
+    if base == "sqlite":
+        return f"sqlite+aiosqlite{sep}{rest}"
+    return url
+
+
+def prefect_server_env(settings: StackSettings) -> dict[str, str]:
+    port = settings.prefect_port
+    home = settings.prefect_home
+    env = base_env()
+    env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of another one
+    env.update({
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database_url(settings),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
+        **RECORDER_TUNING,
+    })
+    return env
+
+
+def start_prefect_server(settings: StackSettings, *, timeout: float = PREFECT_HEALTH_TIMEOUT,
+                         check: Callable[[], None] | None = None,
+                         on_started: Callable[[Child], None] | None = None) -> Child:
+    """Start `prefect server start` on 127.0.0.1:<prefect_port> and wait for /api/health.
+
+    `on_started(child)` runs right after the process exists (before the wait). On any failure
+    (child died, timeout, stop requested) the child is stopped before raising.
+    """
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    child = Child(
+        name="prefect-server",
+        argv=[*SERVE_OFF_LOOP_GC, "prefect", "server", "start",
+              "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
+        env=prefect_server_env(settings),
+        log_path=settings.home / "logs" / "prefect-server.log",
+    )
+    child.start()
+    if on_started is not None:
+        on_started(child)
+    _wait_child_http(child, f"http://127.0.0.1:{settings.prefect_port}/api/health", timeout, check)
+    return child
+
+
+def _wait_child_http(child: Child, url: str, timeout: float, check: Callable[[], None] | None) -> float:
+    def guard() -> None:
+        if check is not None:
+            check()
+        if not child.running():
+            raise SupervisorError(child.describe_exit())
+
+    try:
+        return wait_http_ok(url, timeout, check=guard)
+    except TimeoutError as exc:
+        child.stop()
+        raise SupervisorError(f"{child.name} not healthy: {exc}\nlast lines of {child.log_path}:\n"
+                              f"{child.log_tail()}") from exc
+    except BaseException:
+        child.stop()
+        raise
+
+
+__all__ = ["PREFECT_HEALTH_TIMEOUT", "RECORDER_TUNING", "SERVE_OFF_LOOP_GC",
+           "prefect_database_url", "prefect_server_env", "start_prefect_server"]

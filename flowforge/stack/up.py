@@ -1,0 +1,222 @@
+"""`flowforge up`: the Prefect server, the worker(s) and the API as children; Ctrl-C stops all.
+
+Plain, blocking functions (this runs in the CLI process).
+
+Layout under `home`:
+    logs/prefect-server.log, logs/worker.log, logs/api.log   child output (appended)
+    run/pids.json                                            supervisor and child PIDs + state
+    prefect/                                                 PREFECT_HOME, prefect.db
+    project/                                                 the worker's cwd (settings.project)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from rich.console import Console
+from rich.markup import escape
+
+from flowforge.runtime.executors import reap_all
+from flowforge.runtime.prefect_client import run_finished
+from flowforge.stack.api_process import API_HEALTH_TIMEOUT, DEFAULT_API_APP, start_api
+from flowforge.stack.children import (
+    STOP_TIMEOUT,
+    Child,
+    PidFile,
+    Signals,
+    StopRequested,
+    SupervisorError,
+    check_port_free,
+    handle_signals,
+    local_host,
+    wait_http_ok,
+)
+from flowforge.stack.docker_pool import (
+    check_runner_image,
+    docker_pool_defaults,
+    warn_unhardened_pool,
+)
+from flowforge.stack.prefect_server import start_prefect_server
+from flowforge.stack.settings import StackSettings
+from flowforge.stack.workers import ensure_work_pool, start_worker, wait_worker_online
+
+
+def _e(value: object) -> str:
+    """Text for rich markup (paths and log tails may contain brackets)."""
+    return escape(str(value))
+
+
+def external_prefect_url(settings: StackSettings) -> str | None:
+    """The Prefect API to use instead of starting one: FLOWFORGE_PREFECT_API_URL or PREFECT_API_URL."""
+    return settings.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
+
+
+def reap_leftovers(api_url: str, console: Console, quiet: bool = False) -> None:
+    """Remove what jobs of runs that are over left behind (a worker killed mid-job), through
+    every target's executor. `quiet`: say nothing of a kind that cannot be reached (a
+    process-only set-up has no Docker engine)."""
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        for reaped in reap_all(run_finished, scope=api_url):
+            if reaped.error is not None and not quiet:
+                console.print(f"Reaping {reaped.kind} leftovers skipped: {_e(reaped.error)}")
+            elif reaped.removed:
+                console.print(f"Removed {len(reaped.removed)} leftover {reaped.kind} job(s): "
+                              f"{_e(', '.join(reaped.removed))}")
+
+
+def run_up(settings: StackSettings, *, api_app: str = DEFAULT_API_APP, console: Console | None = None,
+           err_console: Console | None = None, docker: bool = False) -> int:
+    """Start everything, block until SIGINT/SIGTERM/SIGHUP or a child dies, stop all children.
+
+    Returns the exit code: 0 after a requested stop, 1 when start-up failed or a child died.
+    Progress and URLs go to `console` (stdout), failures to `err_console` (stderr).
+    """
+    console = console or Console(soft_wrap=True, highlight=False)
+    err_console = err_console or Console(stderr=True, soft_wrap=True, highlight=False)
+    signals = Signals()
+    pids = PidFile(settings.home)
+    children: list[Child] = []
+    code = 1
+    with handle_signals(signals):
+        try:
+            code = _start_and_block(settings, api_app, console, signals, pids, children, docker)
+        except StopRequested:
+            console.print(f"[yellow]{signals.name} received during start-up; stopping.[/]")
+            code = 0
+        except SupervisorError as exc:
+            err_console.print(f"[red bold]flowforge up failed:[/] {escape(str(exc))}")
+            code = 1
+        finally:
+            if children:
+                pids.state = "stopping"
+                pids.write()
+                console.print("Stopping " + ", ".join(c.name for c in reversed(children)) + " ...")
+            for child in reversed(children):
+                child.stop(STOP_TIMEOUT, force=signals.forced)
+            if pids.owned:  # never touch the file of another running supervisor
+                pids.state, pids.exit_code = "stopped", code
+                with contextlib.suppress(OSError):
+                    pids.write()
+    return code
+
+
+def _start_and_block(settings: StackSettings, api_app: str, console: Console, signals: Signals,
+                     pids: PidFile, children: list[Child], docker: bool = False) -> int:
+    t0 = time.monotonic()
+    external = external_prefect_url(settings)
+    api_local = f"http://{local_host(settings.api_host)}:{settings.api_port}"
+
+    # Fail fast before starting anything.
+    check_port_free(settings.api_host, settings.api_port, "FlowForge API", "--api-port",
+                    "FLOWFORGE_API_PORT")
+    if external is None:
+        if settings.prefect_port == settings.api_port:
+            raise SupervisorError(f"--api-port and --prefect-port are both {settings.api_port}")
+        check_port_free("127.0.0.1", settings.prefect_port, "Prefect server", "--prefect-port",
+                        "FLOWFORGE_PREFECT_PORT")
+    pids.check_stale()
+    for d in (settings.home, settings.home / "logs"):
+        d.mkdir(parents=True, exist_ok=True)
+    pids.children = children
+    pids.write()
+
+    def started(child: Child) -> None:
+        children.append(child)
+        pids.write()
+
+    def guard() -> None:
+        signals.check()
+        for c in children:
+            if not c.running():
+                raise SupervisorError(c.describe_exit())
+
+    # 1. Prefect server
+    prefect_home: Path | None
+    if external is None:
+        prefect_home = settings.prefect_home
+        api_url = f"http://127.0.0.1:{settings.prefect_port}/api"
+        ui_url = f"http://127.0.0.1:{settings.prefect_port}"
+        # This process talks to Prefect too (work pool); keep it off ~/.prefect.
+        os.environ["PREFECT_HOME"] = str(prefect_home)
+        console.print(f"Starting Prefect server on 127.0.0.1:{settings.prefect_port} "
+                      f"(log: {_e(settings.home / 'logs' / 'prefect-server.log')}) ...")
+        t = time.monotonic()
+        # start_prefect_server stops its own child on failure; register it as soon as it is up
+        start_prefect_server(settings, check=signals.check, on_started=started)
+        console.print(f"  Prefect server healthy in {time.monotonic() - t:.1f}s")
+    else:
+        prefect_home = None
+        api_url = external.rstrip("/")
+        ui_url = settings.prefect_ui_url or api_url.removesuffix("/api")
+        source = "FLOWFORGE_PREFECT_API_URL" if settings.prefect_api_url else "PREFECT_API_URL"
+        console.print(f"Using the Prefect server at {_e(api_url)} ({source}); not starting one.")
+        try:
+            wait_http_ok(f"{api_url}/health", 15, check=signals.check)
+        except TimeoutError as exc:
+            raise SupervisorError(f"the Prefect server at {api_url} is not reachable: {exc}") from exc
+
+    # 2. work pool
+    guard()
+    try:
+        created = ensure_work_pool(api_url, settings.work_pool)
+    except Exception as exc:
+        raise SupervisorError(f"could not create work pool {settings.work_pool!r}: {exc}") from exc
+    console.print(f"Work pool {_e(repr(settings.work_pool))} " + ("created" if created else "exists"))
+    if docker:
+        pool, defaults = settings.docker_work_pool, docker_pool_defaults(settings)
+        try:
+            created = ensure_work_pool(api_url, pool, "docker", defaults)
+        except Exception as exc:
+            raise SupervisorError(f"could not create work pool {pool!r}: {exc}") from exc
+        console.print(f"Work pool {_e(repr(pool))} (docker) " + ("created" if created else "exists"))
+        if not created:
+            warn_unhardened_pool(api_url, pool, defaults, console)
+        check_runner_image(defaults["image"], console)
+    reap_leftovers(api_url, console, quiet=not docker)
+
+    # 3. worker(s), 4. API (the API starts while the workers register)
+    guard()
+    started(start_worker(settings, api_url, prefect_home))
+    if docker:
+        started(start_worker(settings, api_url, prefect_home, pool_type="docker"))
+    guard()
+    api = start_api(settings, api_url, prefect_home, app=api_app)
+    started(api)
+    console.print(f"Started worker (pool {_e(settings.work_pool)}) and API ({_e(api_app)}) on "
+                  f"{_e(settings.api_host)}:{settings.api_port}; waiting for {_e(api_local)}/healthz ...")
+
+    # 5. wait for the API, then make sure the worker really registered
+    try:
+        wait_http_ok(f"{api_local}/healthz", API_HEALTH_TIMEOUT, check=guard)
+    except TimeoutError as exc:
+        raise SupervisorError(f"the API is not healthy: {exc}\nlast lines of {api.log_path}:\n"
+                              f"{api.log_tail()}") from exc
+    wait_worker_online(api_url, settings.work_pool, check=guard)
+    if docker:
+        wait_worker_online(api_url, settings.docker_work_pool, check=guard)
+    pids.state = "running"
+    pids.write()
+    elapsed = time.monotonic() - t0
+
+    console.print(f"\n[green bold]FlowForge is up[/] (healthy in {elapsed:.1f}s)")
+    console.print(f"  API docs    {_e(api_local)}/docs")
+    console.print(f"  Prefect UI  {_e(ui_url)}")
+    console.print(f"  Home        {_e(settings.home)}")
+    console.print(f"  Logs        {_e(settings.home / 'logs')}")
+    console.print("Press Ctrl-C to stop.")
+
+    # 6. block
+    while not signals.requested:
+        for child in children:
+            if not child.running():
+                raise SupervisorError(f"{child.describe_exit()}")
+        time.sleep(0.2)
+    console.print(f"\n{signals.name} received.")
+    return 0
+
+
+__all__ = ["external_prefect_url", "reap_leftovers", "run_up"]

@@ -1,0 +1,97 @@
+"""The process worker(s) `flowforge up` serves its work pool with, and the pools themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import WorkerStatus
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flowforge.controlplane import pools
+from flowforge.controlplane.client import PrefectTarget, prefect_client
+from flowforge.stack.children import Child, SupervisorError, base_env
+from flowforge.stack.settings import StackSettings
+
+WORKER_ONLINE_TIMEOUT = 30.0
+
+
+def ensure_work_pool(api_url: str, name: str, pool_type: str = "process",
+                     defaults: dict[str, Any] | None = None) -> bool:
+    """Create work pool `name` unless it exists (see `controlplane.pools.ensure_work_pool`)."""
+    created: bool = with_prefect(api_url, name, lambda client: pools.ensure_work_pool(
+        client, name, pool_type, defaults))
+    return created
+
+
+def with_prefect(api_url: str, pool: str, call: Callable[[Any], Any]) -> Any:
+    """`await call(client)` with a Prefect client of the server at `api_url`, from sync code."""
+
+    async def go() -> Any:
+        target = PrefectTarget(api_url=api_url, project_dir=Path("."), work_pool=pool)
+        async with prefect_client(target) as client:
+            return await call(client)
+
+    return asyncio.run(go())
+
+
+def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None) -> dict[str, str]:
+    env = base_env()
+    env["PREFECT_API_URL"] = api_url
+    env["PREFECT_WORKER_QUERY_SECONDS"] = str(settings.worker_query_seconds)
+    if prefect_home is not None:
+        env["PREFECT_HOME"] = str(prefect_home)
+    return env
+
+
+def start_worker(settings: StackSettings, api_url: str, prefect_home: Path | None = None,
+                 pool_type: str = "process") -> Child:
+    """Start `prefect worker start --pool <pool> --type <pool_type>` in settings.project.
+
+    The pool is `work_pool` for process workers, `docker_work_pool` for the docker worker.
+    `prefect_home` is None when using an external Prefect server (keep the user's profile).
+    """
+    settings.project.mkdir(parents=True, exist_ok=True)
+    pool, name = ((settings.work_pool, "worker") if pool_type == "process"
+                  else (settings.docker_work_pool, f"{pool_type}-worker"))
+    child = Child(
+        name=name,
+        argv=[sys.executable, "-m", "prefect", "worker", "start",
+              "--pool", pool, "--type", pool_type],
+        env=worker_env(settings, api_url, prefect_home),
+        log_path=settings.home / "logs" / f"{name}.log",
+        cwd=settings.project,
+    )
+    child.start()
+    return child
+
+
+def wait_worker_online(api_url: str, pool: str, timeout: float = WORKER_ONLINE_TIMEOUT,
+                       check: Callable[[], None] | None = None) -> float:
+    """Wait until the pool has an ONLINE worker; return the seconds it took."""
+    async def online() -> bool:
+        async with get_client() as client:
+            workers = await client.read_workers_for_work_pool(pool)
+            return any(w.status == WorkerStatus.ONLINE for w in workers)
+
+    start = time.monotonic()
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        while True:
+            if check is not None:
+                check()
+            with contextlib.suppress(Exception):
+                if asyncio.run(online()):
+                    return time.monotonic() - start
+            if time.monotonic() - start > timeout:
+                raise SupervisorError(f"no worker came online in pool {pool!r} within {timeout:.0f}s")
+            time.sleep(0.25)
+
+
+__all__ = ["WORKER_ONLINE_TIMEOUT", "ensure_work_pool", "start_worker", "wait_worker_online",
+           "with_prefect", "worker_env"]
