@@ -17,7 +17,7 @@ LABEL flowforge.stage=install
 COPY wheels /wheels
 # pip runs from its own wheel: Debian's minimal python3 has no pip and no ensurepip.
 RUN python3 "$(ls /wheels/pip-*.whl)/pip" install --no-index --find-links /wheels \
-        --target /opt/flowforge/lib "flowforge[postgres]"
+        --target /opt/flowforge/lib flowforge
 
 FROM ${BASE} AS runner
 COPY --from=install /opt/flowforge/lib /opt/flowforge/lib

@@ -32,13 +32,14 @@ def per_job(reps: int, image: str) -> None:
     from flowforge.runtime.executors.base import ScriptRequest
     from flowforge.runtime.executors.container import ContainerExecutor, docker_client
 
-    executor = ContainerExecutor(ContainerTarget())
+    executor = ContainerExecutor()
+    target = ContainerTarget()
     client = docker_client()
 
     def flowforge_job() -> None:
         result = executor.run(ScriptRequest(name="bench", runtime="bash", script="echo hi",
                                         event={"workflow": "bench", "run_id": "bench"}),
-                              lambda stream, line: None)
+                              lambda stream, line: None, target)
         assert result.error is None, result.error
 
     def raw_cli() -> None:

@@ -125,7 +125,7 @@ def _wheels(into: Path, log: Log) -> None:
 
     root = source_root()
     _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(into),
-          f"{root}[postgres]", *EXTRA_WHEELS], "pip wheel", log)
+          str(root), *EXTRA_WHEELS], "pip wheel", log)
 
 
 def build_image(target: str = "runner", base: str | None = None, tag: str | None = None,

@@ -11,7 +11,7 @@ busy_timeout (Prefect sets 60 s). SQLAlchemy's aiosqlite adaptor does not close 
 statement failed ("database is locked"), and the traceback keeps it in a reference cycle. So a
 single lock error could freeze the Prefect server's loop for a minute: the transaction holding
 the write lock needed the loop to commit, every other writer waited out its busy timeout, and
-their errors left more such cursors. Measured with gdb in session 17: the loop thread waiting in
+their errors left more such cursors. Measured with gdb (docs/architecture.md): the loop thread waiting in
 `sqlite3_reset` under `gc_collect_main`. On a collector thread that wait blocks only the collector
 (the sqlite3 module drops the GIL around it), the holder commits, and the waiter goes on.
 """

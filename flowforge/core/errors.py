@@ -101,7 +101,8 @@ class SshError(JobError):
 
     Reasons: `refused`, `timeout`, `unreachable`, `auth_failed`, `host_key_unknown`,
     `host_key_mismatch`, `circuit_open`, `lost` (the connection dropped mid-job), `no_server`
-    (an unknown server name or a tag no server carries). Only a server that could not be
+    (an unknown server name or a tag no server carries), `no_sftp` (the server has no SFTP
+    subsystem). Only a server that could not be
     reached at all is worth trying again later.
     """
 

@@ -17,8 +17,6 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Final
 
-from jinja2 import nodes
-
 from flowforge.core import templates
 
 MASK: Final = "***"
@@ -29,25 +27,11 @@ _MIN_LINE_MASK: Final = 8
 
 def secret_refs(source: str) -> set[str]:
     """Names of the secrets a template reads; `TemplateError` if one is not named literally."""
-    tree = templates.parse(source)
-    literal: set[int] = set()
-    names: set[str] = set()
-    for found in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = found.node  # type: ignore[attr-defined]  # both node kinds have `.node`
-        if not (isinstance(target, nodes.Name) and target.name == "secrets"):
-            continue
-        if isinstance(found, nodes.Getattr):
-            names.add(found.attr)
-            literal.add(id(target))
-        elif (isinstance(found, nodes.Getitem) and isinstance(found.arg, nodes.Const)
-              and isinstance(found.arg.value, str)):
-            names.add(found.arg.value)
-            literal.add(id(target))
-    for name in tree.find_all(nodes.Name):
-        if name.name == "secrets" and name.ctx == "load" and id(name) not in literal:
-            raise templates.TemplateError(
-                "secrets must be named literally, as secrets.name or secrets['name']")
-    return names
+    found = templates.analyze(source)
+    if found.computed_secret:
+        raise templates.TemplateError(
+            "secrets must be named literally, as secrets.name or secrets['name']")
+    return set(found.secrets)
 
 
 def template_secret_refs(value: Any) -> set[str]:

@@ -20,7 +20,7 @@ from flowforge.core.checks import CheckContext
 from flowforge.core.document import parse_document
 from flowforge.core.errors import SpecError
 from flowforge.core.jobs import JOB_KINDS, JobBase, kind_of
-from flowforge.core.jobs.base import extra_roots
+from flowforge.core.jobs.base import extra_roots, owners
 from flowforge.core.names import JOB_NAME_RE, SECRET_NAME_RE, WORKFLOW_NAME_RE, is_input_name
 from flowforge.core.secretrefs import secret_refs
 from flowforge.core.workflow import Ancestry, Workflow, effective_needs, topological_order
@@ -69,6 +69,11 @@ def _shape_problems(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         field, job = _loc(loc, data)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden" and job is not None and len(loc) == 4:
+            found = owners(str(loc[-1]))
+            if found:
+                kind = kind_of(_at(data, loc[:2]))
+                msg = f"'{loc[-1]}' belongs to {' or '.join(found)} jobs, not to a {kind} job"
         if err["type"] == "job_type":
             kind = kind_of(_at(data, loc))
             field, msg = f"{field}.type", (f"job type '{kind}' is not supported (supported: "
@@ -195,8 +200,7 @@ def _check_templates(wf: Workflow, needs: dict[str, Any], order: list[str]) -> l
         prefix = f"job '{job.name}': " if job else ""
         name = job.name if job else None
         try:
-            refs = list(templates.references(source))
-            roots = templates.root_names(source)
+            found = templates.analyze(source)  # one parse answers everything below
             secret = secret_problem(field, job, source)
         except templates.TemplateError as exc:
             problems.append(_problem(field, f"{prefix}{field.split('.', 1)[-1]}: {exc}", name))
@@ -204,13 +208,13 @@ def _check_templates(wf: Workflow, needs: dict[str, Any], order: list[str]) -> l
         if secret:
             problems.append(_problem(field, f"{prefix}{secret}", name))
         known = TEMPLATE_ROOTS | extra_roots(field)
-        for root in sorted(roots - known):
+        for root in sorted(found.roots - known):
             problems.append(_problem(field, f"{prefix}template names unknown variable '{root}' "
                                      f"(known: {', '.join(sorted(known))})", name))
-        if "item" in roots and job is not None and job.for_each is None:
+        if "item" in found.roots and job is not None and job.for_each is None:
             problems.append(_problem(field, f"{prefix}template reads 'item' but '{job.name}' "
                                      "has no for_each", name))
-        for root, ref in refs:
+        for root, ref in found.references:
             if root == "jobs" and ref not in jobs:
                 problems.append(_problem(field, f"{prefix}template names unknown job '{ref}'",
                                          name))

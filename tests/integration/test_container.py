@@ -1,4 +1,4 @@
-"""Container execution (issue 4) with the real Docker engine and the runner image.
+"""Container execution with the real Docker engine and the runner image.
 
 The executor tests call `ContainerExecutor` directly (fast, precise about the container);
 the rest go through a real `flowforge up --docker` stack: container jobs on the process
@@ -54,8 +54,8 @@ def run_job(runtime: str, script: str, log: list[tuple[str, str]] | None = None,
                            "trigger": {"type": "manual"}},
                     event={"workflow": "wf-test", "job": "t", "run_id": "direct-test"},
                     variables={"greeting": "hello"}, timeout=timeout)
-    return ContainerExecutor(ContainerTarget(**options)).run(
-        job, lambda stream, line: lines.append((stream, line)))
+    return ContainerExecutor().run(
+        job, lambda stream, line: lines.append((stream, line)), ContainerTarget(**options))
 
 
 def job_containers(run_id: str | None = None) -> list[Any]:
@@ -193,7 +193,7 @@ def test_output_streams_live() -> None:
 
     job = ScriptRequest(name="live", runtime="bash", script="echo one; sleep 2; echo two >&2",
                     event={"run_id": "direct-test"})
-    result = ContainerExecutor(ContainerTarget()).run(job, record)
+    result = ContainerExecutor().run(job, record, ContainerTarget())
     assert result.error is None and log == [("stdout", "one"), ("stderr", "two")]
     assert stamps[1] - stamps[0] > 1.5  # "one" arrived while the job still ran
 
@@ -308,10 +308,10 @@ def orphan_container(run_id: str, tmp_path: Path, prefect_url: str) -> None:
         from flowforge.runtime.executors.container import ContainerExecutor
         from flowforge.runtime.executors.base import ScriptRequest
         from flowforge.core.targets import ContainerTarget
-        ContainerExecutor(ContainerTarget()).run(
+        ContainerExecutor().run(
             ScriptRequest(name="orphan", runtime="bash", script="sleep 300",
-                      event={{"workflow": "w", "run_id": "{run_id}"}}),
-            lambda stream, line: None)
+                          event={{"workflow": "w", "run_id": "{run_id}"}}),
+            lambda stream, line: None, ContainerTarget())
     """))
     worker = subprocess.Popen([sys.executable, str(script)],
                               env={**os.environ, "PREFECT_API_URL": prefect_url})
@@ -399,7 +399,7 @@ def test_a_whole_workflow_on_the_docker_pool(dapi: httpx.Client) -> None:
         ],
     })
     run = run_workflow(dapi, "on-docker-pool", timeout=180)
-    assert run["state"] == "COMPLETED", run
+    assert run["state"] == "COMPLETED", str(run)
     jobs = jobs_by_name(run)
     assert jobs["where"]["output"] == {"in_container": True, "flowforge": True}
     assert jobs["after"]["output"] == {"ok": True}

@@ -1,4 +1,4 @@
-"""Control flow on the real stack (issue 7): the old plan's examples as workflows.
+"""Control flow on the real stack: the old plan's examples as workflows.
 
 Branches on a condition job, a for-each fan-out 3 at a time, polling until done, cleanup with
 `one_failed`, fail_fast cancelling a sibling, a run limit of 1 queuing the second run, global
@@ -600,3 +600,30 @@ def test_logs_of_a_large_for_each_name_every_items_job(api: httpx.Client) -> Non
         time.sleep(2)
     assert len(lines) == 230
     assert all(map(named, lines)), [line for line in lines if not named(line)][:3]
+
+
+def test_templates_read_jobs_named_like_methods_and_refuse_missing_fields(api: httpx.Client) -> None:
+    helpers = 'source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+    create_workflow(api, {"name": "template-rules", "jobs": [
+        {"name": "items", "runtime": "python",
+         "script": "import flowforge_helpers as ff\nff.output({'n': 3})"},
+        {"name": "get", "runtime": "bash", "needs": ["items"],
+         "env": {"N": "{{ jobs.items.output.n }}"}, "script": helpers + 'ff_output "{\\"n\\": $N}"'},
+        {"name": "typo", "runtime": "bash", "needs": ["items"],
+         "env": {"X": "{{ jobs.items.output.nn }}"}, "script": "echo never"},
+        {"name": "never", "type": "condition", "if": "{{ false }}"},
+        {"name": "skipped", "runtime": "bash", "needs": [{"job": "never", "on": True}],
+         "script": "echo skipped"},
+        {"name": "reads_skipped", "runtime": "bash", "needs": ["skipped"], "run_if": "always",
+         "env": {"V": "{{ jobs.skipped.output.rows }}"},
+         "script": helpers + 'ff_output "{\\"v\\": \\"$V\\"}"'},
+    ], "outputs": {"n": "{{ jobs.get.output.n }}"}})
+    run = run_workflow(api, "template-rules")
+    jobs = jobs_by_name(run)
+    assert jobs["get"]["state"] == "COMPLETED" and jobs["get"]["output"] == {"n": 3}
+    assert jobs["typo"]["state"] == "FAILED"
+    assert "jobs.items.output has no field 'nn'" in jobs["typo"]["error"]
+    assert "{{ jobs.items.output.nn }}" in jobs["typo"]["error"]
+    assert jobs["skipped"]["state"] == "SKIPPED"
+    assert jobs["reads_skipped"]["output"] == {"v": ""}  # a skipped job's output reads empty
+    assert run["state"] == "FAILED" and run["outputs"] == {"n": 3}

@@ -1,4 +1,4 @@
-"""Job types beyond scripts on the real stack (issue 6): http, message, workflow jobs,
+"""Job types beyond scripts on the real stack: http, message, workflow jobs,
 variables and secrets, against real receivers on 127.0.0.1."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import Stack, create_workflow, jobs_by_name, run_workflow, wait_run
+from tests.fixtures.postgres import PostgresServer
 from tests.receivers import HttpTarget, SmtpTarget
 
 pytestmark = pytest.mark.integration
@@ -270,3 +271,42 @@ def test_cancelling_a_parent_cancels_its_sub_run(api: httpx.Client) -> None:
     assert api.post(f"/runs/{parent_id}/cancel").status_code == 202
     assert wait_run(api, parent_id, timeout=60)["state"] == "CANCELLED"
     assert wait_run(api, child_id, timeout=90)["state"] == "CANCELLED"
+
+
+def test_sql_jobs_query_postgres_through_a_secret(api: httpx.Client,
+                                                  postgres_server: PostgresServer) -> None:
+    pg = postgres_server
+    # The server trusts 127.0.0.1, so the password is never checked: it is here to be masked.
+    password = "pw-4be8d1c9"
+    put_secret(api, "warehouse-test", f"postgresql://{pg.user}:{password}@{pg.host}:{pg.port}/"
+               f"{pg.database}")
+    create_workflow(api, {
+        "name": "sql-jobs",
+        "inputs": {"region": {"type": "string", "default": "eu"}},
+        "jobs": [
+            {"name": "ddl", "type": "sql", "connection": "warehouse-test", "fetch": "none",
+             "query": "create table if not exists ff_orders (id serial primary key, region text)"},
+            {"name": "load", "type": "sql", "connection": "warehouse-test", "needs": ["ddl"],
+             "query": "insert into ff_orders (region) values (%(region)s), (%(region)s) "
+                      "returning id", "params": {"region": "{{ inputs.region }}"}},
+            {"name": "report", "type": "sql", "connection": "warehouse-test", "fetch": "one",
+             "needs": ["load"], "params": {"region": "{{ inputs.region }}"},
+             "query": "select count(*) as n, %(region)s as region from ff_orders "
+                      "where region = %(region)s"},
+            {"name": "use", "runtime": "bash", "needs": ["report"],
+             "env": {"N": "{{ jobs.report.output.row.n }}"},
+             "script": 'source "$FLOWFORGE_HELPERS/flowforge.sh"; ff_output "{\\"n\\": $N}"'},
+        ],
+        "outputs": {"loaded": "{{ jobs.load.output.row_count }}",
+                    "region": "{{ jobs.report.output.row.region }}"},
+    })
+    run = run_workflow(api, "sql-jobs", {"region": "apac'; drop table ff_orders; --"})
+    jobs = jobs_by_name(run)
+    assert run["state"] == "COMPLETED", run
+    assert run["outputs"] == {"loaded": 2, "region": "apac'; drop table ff_orders; --"}
+    assert jobs["report"]["output"]["row"]["n"] >= 2 and jobs["use"]["output"]["n"] >= 2
+    assert jobs["ddl"]["output"] == {"row_count": None}  # DDL has no row count
+    lines = logs_of(api, run["id"], "load", "row(s)")
+    assert any("INSERT 0 2" in line["message"] for line in lines), lines
+    everything = api.get(f"/runs/{run['id']}").text + str(api.get(f"/runs/{run['id']}/logs").json())
+    assert password not in everything

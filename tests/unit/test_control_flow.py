@@ -155,7 +155,7 @@ def test_run_limit_problems(settings: dict[str, Any], field: str) -> None:
 
 
 def test_documents_without_control_flow_keep_their_hash() -> None:
-    """New fields default to None, so specs stored before issue 7 keep their spec hash."""
+    """New fields default to None, so specs stored before they existed keep their spec hash."""
     compiled = compile_workflow(load_workflow(doc(job("a"))))
     assert "for_each" not in compiled.spec_json and "concurrency" not in compiled.spec_json
 

@@ -199,7 +199,7 @@ def test_plain_needs_in_edge_mode_are_airflow_all_success() -> None:
         assert (got.run, got.state) == (run, state), outcomes
 
 
-# --- DESIGN §5 examples, as a table --------------------------------------------------------------
+# --- the run-if examples, as a table -------------------------------------------------------------------
 
 R, S, U = "run", "SKIPPED", "UPSTREAM_FAILED"
 
@@ -269,7 +269,7 @@ FAILED_LIKE = {"FAILED", "UPSTREAM_FAILED", "CANCELLED"}
 
 
 def expected_edge_met(on: str, outcome: str, condition: bool | None) -> bool:
-    """DESIGN §5, edge table (CANCELLED counted as failed, as gate.py documents)."""
+    """The edge table (CANCELLED counted as failed, as gate.py documents)."""
     return {
         "success": outcome == "COMPLETED",
         "failure": outcome in FAILED_LIKE,

@@ -362,3 +362,14 @@ async def test_connect_reports_refused_and_timeout(ssh_client_key: ClientKey) ->
         with pytest.raises(SshError) as info:
             await connect(silent, Credential(private_key=ssh_client_key.private), timeout=0.5)
     assert info.value.reason == "timeout" and "timed out after 0.5s" in info.value.message
+
+
+def test_a_server_without_sftp_says_so(harness: Harness, sshd_factory: SshdFactory) -> None:
+    """Hardened boxes sometimes drop the SFTP subsystem; asyncssh then reports only "Session
+    request failed", which read as a dropped connection."""
+    bare = sshd_factory.start(sftp=False)
+    harness.add("bare", bare)
+    result = harness.run(["bare"], "echo hi")
+    error = harness.errors(result)["bare"]
+    assert "SFTP is unavailable" in error and "connection lost" not in error, error
+    assert result.error is not None and "SFTP is unavailable" in result.error

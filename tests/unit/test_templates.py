@@ -1,12 +1,16 @@
-"""flowforge.runtime.templates: sandboxed rendering and the references validation reads."""
+"""The core's templates: sandboxed rendering and the references validation reads."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from flowforge.core import templates
 from flowforge.core.templates import (
+    RenderContext,
     TemplateError,
     is_template,
     references,
@@ -192,3 +196,75 @@ def test_is_template(value: Any, expected: bool) -> None:
 ])
 def test_to_env_value(value: Any, expected: str) -> None:
     assert to_env_value(value) == expected
+
+
+# --- keys before methods, strict completed outputs ------------------------------------------------
+
+@pytest.mark.parametrize("name", ["items", "get", "keys", "values", "update", "pop", "copy"])
+def test_a_job_named_like_a_dict_method_is_reachable(name: str) -> None:
+    ctx = {"jobs": {name: {"state": "COMPLETED", "output": {"n": 7, "items": [1]}}}}
+    assert render(f"{{{{ jobs.{name}.output.n }}}}", ctx) == 7
+    assert render(f"n={{{{ jobs.{name}.output.n }}}}", ctx) == "n=7"
+    assert render(f"{{{{ jobs.{name}.output.items }}}}", ctx) == [1]  # keys inside outputs too
+    # a method is still there where no key shadows it
+    assert render("{{ jobs.values() | list | length }}" if name != "values"
+                  else "{{ jobs.keys() | list | length }}", ctx) == 1
+
+
+def _strict_ctx() -> RenderContext:
+    output = {"rows": 3, "nested": {"k": [1, {"deep": True}]}}
+    jobs = {"done": {"state": "COMPLETED", "output": output},
+            "skipped": {"state": "SKIPPED", "output": None}}
+    return RenderContext({"jobs": jobs, "inputs": {"x": None}},
+                         {id(output): "jobs.done.output"})
+
+
+@pytest.mark.parametrize(("source", "path"), [
+    ("{{ jobs.done.output.missing }}", "jobs.done.output has no field 'missing'"),
+    ("{{ jobs.done.output['missing'] }}", "jobs.done.output has no field 'missing'"),
+    ("rows: {{ jobs.done.output.nested.nope }}", "jobs.done.output.nested has no field 'nope'"),
+    ("{{ jobs.done.output.nested.k[1].gone }}", "jobs.done.output.nested.k[1] has no field 'gone'"),
+])
+def test_a_field_missing_from_a_completed_output_names_the_template(source: str, path: str) -> None:
+    with pytest.raises(TemplateError) as info:
+        render(source, _strict_ctx())
+    assert path in str(info.value) and repr(source.strip())[1:20] in str(info.value)
+
+
+def test_what_is_not_a_completed_output_stays_lenient() -> None:
+    ctx = _strict_ctx()
+    assert render("{{ jobs.skipped.output.rows }}", ctx) is None  # a skipped job has no output
+    assert render("{{ inputs.x.y }}", ctx) is None
+    assert render("{{ jobs.done.output.rows }}", ctx) == 3
+    assert render("{{ jobs.done.output.missing | default('d') }}", {"jobs": {}}) == "d"
+    # without a strict context (webhook inputs, the API) nothing is strict
+    assert render("{{ body.nope }}", {"body": {"a": 1}}) is None
+
+
+@pytest.mark.parametrize("source", [
+    "{{ jobs.a.output.rows }}", "{{ jobs['x-y'].output }}", "{{ secrets.tok }}", "{{ secrets }}",
+    "{{ item }}", "{{- inputs.n -}}", "{{ jobs.a.output[0].b }}", "{{ range }}",
+    "{{ run.id }}", "{{ trigger.upstream['etl'].outputs.total }}", '{{ jobs["a"][0] }}',
+])
+def test_the_path_fast_path_agrees_with_jinja(source: str) -> None:
+    fast = templates._path_analysis(source)
+    assert fast is not None and fast == templates._tree_analysis(source)
+
+
+_NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,6}", fullmatch=True)
+_SEGMENT = st.one_of(_NAME.map(lambda n: f".{n}"), _NAME.map(lambda n: f"['{n}']"),
+                     st.integers(0, 99).map(lambda i: f"[{i}]"))
+
+
+@given(root=_NAME, segments=st.lists(_SEGMENT, max_size=4), pad=st.sampled_from(["", " ", "  "]))
+def test_any_dotted_path_reads_the_same_both_ways(root: str, segments: list[str],
+                                                  pad: str) -> None:
+    source = "{{" + pad + root + "".join(segments) + pad + "}}"
+    fast = templates._path_analysis(source)
+    try:
+        slow = templates._tree_analysis(source)
+    except TemplateError:
+        assert fast is None  # what Jinja refuses, the fast path leaves to Jinja
+        return
+    if fast is not None:
+        assert fast == slow, source

@@ -5,12 +5,14 @@ A job kind is a subclass of `JobBase` with a `type` literal, its own fields and 
 which fields hold templates, where secrets may appear, which targets it may run on and whether
 Prefect retries it. Nothing outside the kind's module switches on its type string.
 
-A field of another kind in a job (`url` on a script job) is taken out before pydantic sees it
-and reported by `check` as belonging to that kind, which says more than "extra inputs".
+A field of another kind in a job (`url` on a script job) is refused by pydantic as an extra
+field; validation then names the kind it belongs to (`owners`), which says more than "extra
+inputs".
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal
@@ -19,10 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
-    ValidatorFunctionWrapHandler,
     field_validator,
-    model_validator,
 )
 
 from flowforge.core import gate, templates
@@ -110,24 +109,6 @@ class JobBase(_Model):
     jitter: Annotated[float | None, Field(ge=0, le=10)] = None
     concurrency: list[str] | None = None
 
-    _foreign: dict[str, list[str]] = PrivateAttr(default_factory=dict)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _take_foreign_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        foreign: dict[str, list[str]] = {}
-        if isinstance(data, dict):
-            own = cls.document_fields()
-            for key in data:
-                owners = [] if key in own else _owners(key)
-                if owners:
-                    foreign[key] = owners
-            data = {k: v for k, v in data.items() if k not in foreign}
-        job = handler(data)
-        if foreign:
-            job._foreign = foreign
-        return job
-
     @field_validator("needs", mode="before")
     @classmethod
     def _plain_needs(cls, value: Any) -> Any:
@@ -145,9 +126,9 @@ class JobBase(_Model):
     # -- what the rest of FlowForge asks of a job ------------------------------------------------
 
     @classmethod
-    def document_fields(cls) -> set[str]:
+    def document_fields(cls) -> frozenset[str]:
         """The field names a document may use for this kind (aliases, not attribute names)."""
-        return {f.alias or name for name, f in cls.model_fields.items()}
+        return _fields_of(cls)
 
     @classmethod
     def label(cls, attr: str) -> str:
@@ -170,8 +151,8 @@ class JobBase(_Model):
 
     def template_values(self) -> Iterator[tuple[str, Any]]:
         """`(document field, value)` of every field that may hold templates."""
-        for attr in ("env", "params", *self.template_fields, "for_each", "until"):
-            yield self.label(attr), self._template_value(attr)
+        for attr, label in _template_labels(type(self)):
+            yield label, self._template_value(attr)
 
     def _template_value(self, attr: str) -> Any:
         value = getattr(self, attr)
@@ -191,8 +172,6 @@ class JobBase(_Model):
 
     def check(self, ctx: CheckContext, bad: Bad) -> None:
         """Every problem of this job on its own, through `bad(field, message)`."""
-        for key, owners in self._foreign.items():
-            bad(key, f"'{key}' belongs to {' or '.join(owners)} jobs, not to a {self.type} job")
         self._check_needs(bad)
         for key in self.env:
             _check_env_name(key, f"env.{key}", bad)
@@ -262,6 +241,17 @@ class JobBase(_Model):
             bad("concurrency", f"lists '{dup}' more than once")
 
 
+@functools.cache
+def _fields_of(cls: type[JobBase]) -> frozenset[str]:
+    return frozenset(f.alias or name for name, f in cls.model_fields.items())
+
+
+@functools.cache
+def _template_labels(cls: type[JobBase]) -> tuple[tuple[str, str], ...]:
+    return tuple((attr, cls.label(attr))
+                 for attr in ("env", "params", *cls.template_fields, "for_each", "until"))
+
+
 def _single_expression(value: str) -> bool:
     return templates.is_template(value) and templates.single_expression(value) is not None
 
@@ -290,7 +280,7 @@ def _kind_class(kind: str) -> type[JobBase]:
     return next(c for c in _kinds() if c.model_fields["type"].default == kind)
 
 
-def _owners(key: str) -> list[str]:
+def owners(key: str) -> list[str]:
     """The kinds (by type) that have a document field `key`, for the foreign-field message."""
     common = set(JobBase.model_fields) | {"type"}
     if key in common:
@@ -317,4 +307,5 @@ __all__ = [
     "JobBase",
     "Need",
     "extra_roots",
+    "owners",
 ]

@@ -133,7 +133,7 @@ class RemoteJob:
         # from and to memory) and removing the tree. Only the job itself costs a process on
         # the box: round trips and processes are what a fan-out to many servers pays for.
         bound = self.settings.ssh_connect_timeout
-        async with self.conn.start_sftp_client() as sftp:
+        async with await self._sftp() as sftp:
             remote = f"{REMOTE_TMP}/flowforge-{secrets.token_hex(8)}"
             await asyncio.wait_for(sftp.mkdir(remote, asyncssh.SFTPAttrs(permissions=0o700)),
                                    bound)
@@ -154,6 +154,18 @@ class RemoteJob:
             exit_code=exit_code, output=artifacts.output, condition=artifacts.condition,
             variables_set=artifacts.variables_set,
             error=self._error(exit_code, timed_out, artifacts.error))
+
+    async def _sftp(self) -> asyncssh.SFTPClient:
+        try:
+            return await self.conn.start_sftp_client()
+        except asyncssh.ChannelOpenError as exc:
+            # What asyncssh says when sshd has no sftp subsystem is "Session request failed",
+            # which reads as a dropped connection; the connection is fine.
+            if exc.code != asyncssh.OPEN_REQUEST_SESSION_FAILED:
+                raise
+            raise SshError("no_sftp", f"server '{self.server}': SFTP is unavailable on this "
+                           "server (its sshd has no sftp subsystem), and FlowForge moves a "
+                           "job's files over SFTP") from exc
 
     async def _execute(self, remote: str, argv: list[str]) -> tuple[int | None, bool]:
         command = f"cd -- {shlex.quote(remote)} && exec {shlex.join(argv)}"

@@ -72,6 +72,7 @@ def run(ctx: JobContext) -> KindResult:
     limit = 1 if job.fetch_mode == "one" else job.max_rows or DEFAULT_MAX_ROWS
     options = f"-c statement_timeout={max(1, int(timeout * 1000))}"
     mode = job.fetch_mode
+    count: int | None = None
     kept: list[dict[str, Any]] = []
     columns: list[str] = []
     try:
@@ -79,13 +80,15 @@ def run(ctx: JobContext) -> KindResult:
                              row_factory=dict_row) as conn, conn.cursor() as cursor:
             if mode == "none":
                 cursor.execute(job.query, params or None)
-                count = cursor.rowcount
+                # -1: a statement without a row count (DDL); shown as null, not as -1 rows
+                count = cursor.rowcount if cursor.rowcount >= 0 else None
             else:
-                count = 0
+                streamed = 0
                 for row in cursor.stream(job.query, params or None):
-                    if count < limit:
+                    if streamed < limit:
                         kept.append({k: json_value(v) for k, v in row.items()})
-                    count += 1
+                    streamed += 1
+                count = streamed
                 columns = [c.name for c in cursor.description or []]
             status = cursor.statusmessage
             conn.commit()
@@ -95,12 +98,13 @@ def run(ctx: JobContext) -> KindResult:
     except psycopg.Error as exc:
         # The driver's message names the server and the SQL problem, never the password.
         raise JobError(f"job '{job.name}': {type(exc).__name__}: {_first_line(exc)}") from None
-    ctx.info(f"{status or 'done'}; {count} row(s)")
+    ctx.info(f"{status or 'done'}" + ("" if count is None else f"; {count} row(s)"))
     if mode == "none":
         return {"row_count": count}, None
     if mode == "one":
         return {"row": kept[0] if kept else None, "row_count": count, "columns": columns}, None
-    return {"rows": kept, "row_count": count, "columns": columns, "truncated": count > limit}, None
+    return {"rows": kept, "row_count": count, "columns": columns,
+            "truncated": (count or 0) > limit}, None
 
 
 def _first_line(exc: BaseException) -> str:
