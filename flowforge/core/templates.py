@@ -27,6 +27,8 @@ from jinja2 import ChainableUndefined, Template, TemplateSyntaxError, Undefined,
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowforge.core import template_bounds
+
 # `{{- x -}}` / `{{+ x +}}` are whitespace control, not part of the expression
 _SINGLE_EXPR = re.compile(r"^\s*\{\{[-+]?(?P<expr>.*?)[-+]?\}\}\s*$", re.DOTALL)
 
@@ -59,6 +61,17 @@ class MissingFieldError(ValueError):
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
+    # Operators that can grow a value by a factor the template picks (`template_bounds`).
+    intercepted_binops = frozenset({"*", "**", "+"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        template_bounds.check_binop(operator, left, right)
+        return template_bounds.check_size(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        template_bounds.check_call(__obj, args, kwargs)
+        return template_bounds.check_size(super().call(__context, __obj, *args, **kwargs))
+
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         # Jinja's sandbox answers `''.__class__` with an Undefined, which ChainableUndefined
         # then renders as empty: the escape is stopped but silently. Make it an error instead.
@@ -96,6 +109,8 @@ def _environment() -> ImmutableSandboxedEnvironment:
     env = _Sandbox(undefined=ChainableUndefined, autoescape=False)
     env.filters["tojson"] = _tojson
     env.filters["fromjson"] = json.loads
+    for name, filter_ in list(env.filters.items()):
+        env.filters[name] = template_bounds.bounded_filter(name, filter_)
     return env
 
 
@@ -254,8 +269,8 @@ def _render(value: Any, context: Mapping[str, Any]) -> Any:
     expression = single_expression(value)
     try:
         if expression is not None:
-            return _native(_compiled_expression(expression)(**context))
-        return _compiled_template(value).render(**context)
+            return template_bounds.check_size(_native(_compiled_expression(expression)(**context)))
+        return template_bounds.check_size(_compiled_template(value).render(**context))
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template does not parse: {exc.message}") from exc
     except MissingFieldError as exc:

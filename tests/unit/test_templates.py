@@ -268,3 +268,23 @@ def test_any_dotted_path_reads_the_same_both_ways(root: str, segments: list[str]
         return
     if fast is not None:
         assert fast == slow, source
+
+
+@pytest.mark.parametrize("source", [
+    "{{ 'x' * 100000000 }}", "{{ 100000000 * 'x' }}", "{{ [0] * 10000000 }}",
+    "{{ 'x'.ljust(100000000) }}", "{{ ('x' * 1000) | replace('x', 'y' * 1001) }}",
+    "{{ ('a' * 1000).replace('a', 'b' * 2000) }}", "{{ 'x' | center(100000000) }}",
+    "{% for i in range(2000) %}{{ 'y' * 999 }}{% endfor %}",
+])
+def test_a_template_cannot_make_a_huge_value(source: str) -> None:
+    with pytest.raises(TemplateError, match="more than the 1,000,000"):
+        render(source, {})
+
+
+def test_huge_powers_are_refused_and_ordinary_arithmetic_is_not() -> None:
+    with pytest.raises(TemplateError, match="bits"):
+        render("{{ 10 ** 100000 }}", {})
+    assert render("{{ 2 ** 10 }}", {}) == 1024
+    assert render("{{ 'ab' * 3 }}", {}) == "ababab"
+    assert render("{{ ('x' * 10) | replace('x', 'yz') }}", {}) == "yz" * 10
+    assert render("{{ 'a' + 'b' }}", {}) == "ab"
