@@ -121,7 +121,7 @@ def run_once(scope: RunScope, job: JobBase, upstream: dict[str, JobRecord],
     context = scope.ledger.context(item)
     names = job.secret_names()
     if names:
-        context["secrets"] = load_secrets(names)
+        context["secrets"] = load_secrets(names, scope.spec.ns)
         scope.masker.add(context["secrets"].values())
     ctx = JobContext(scope=scope, job=job, upstream=upstream, attempt=attempt, context=context,
                      log=job_log(scope.masker), item=item, in_item=in_item)

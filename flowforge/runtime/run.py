@@ -61,7 +61,7 @@ class WorkflowRun:
         ledger = Ledger(spec.name, flow_run_id, topological_order(spec, needs), inputs,
                         enrich(trigger) or {"type": "manual"}, masker)
         executors = RunExecutors(RunInfo(flow_run_id, spec.name, settings,
-                                         on_secret=masker.add))
+                                         on_secret=masker.add, namespace=spec.ns))
         scope = RunScope(spec=spec, flow_run_id=flow_run_id, needs=needs, ledger=ledger,
                          masker=masker, executors=executors, settings=settings,
                          reused={k: v for k, v in (repair or {}).items()

@@ -20,6 +20,16 @@ class WorkerSettings(BaseSettings):
     # ~0.35 ms of system time a job on ext4 under load (docs/performance.md), but what a job
     # writes into its directory then lives in memory.
     job_root: Path | None = None
+    # Who local script jobs run as. Unset: `nobody` when the worker runs as root (a job must
+    # not read the worker's environment, its files or the launcher's /proc), the worker's
+    # own user otherwise; a user name or uid; empty: the worker's own user, even as root.
+    job_user: str | None = None
+    # The interpreter of local python jobs when the job user cannot reach the worker's own
+    # (a virtualenv under /root). Unset: `python3` on the job's PATH.
+    job_python: str | None = None
+    # Addresses http and message jobs may reach although they are loopback, private,
+    # link-local or metadata ones: IPs, CIDRs or host names, each with an optional :port.
+    egress_allow: str = ""
     # SSH targets: how long a connect may take, how many connect failures in a row open a
     # server's circuit breaker and for how long it then fails fast, and how long a killed
     # remote job gets between SIGTERM and SIGKILL.

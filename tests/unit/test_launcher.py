@@ -71,11 +71,11 @@ def test_concurrent_jobs_get_their_own_logs_and_outputs() -> None:
 
 
 def test_a_launcher_that_dies_fails_its_jobs_clearly_kills_them_and_the_next_job_gets_a_new_one(
-        tmp_path: Path) -> None:
+        shared_dir: Path) -> None:
     """A killed launcher cannot clean up after itself: the flow run kills the groups it
     reported, the job's background child too."""
     executor = LauncherExecutor()
-    pid_file = tmp_path / "pid"
+    pid_file = shared_dir / "pid"
     results = []
     runner = threading.Thread(target=lambda: results.append(executor.run(
         ScriptRequest(name="j", runtime="bash",
@@ -114,10 +114,10 @@ FLOW_PROCESS = textwrap.dedent("""
 """)
 
 
-def test_jobs_do_not_outlive_a_flow_run_process_killed_with_sigkill(tmp_path: Path) -> None:
+def test_jobs_do_not_outlive_a_flow_run_process_killed_with_sigkill(shared_dir: Path) -> None:
     """SIGKILL leaves no chance to clean up in the flow-run process; the launcher sees its
     stdin close and kills the jobs itself."""
-    pid_file = tmp_path / "pid"
+    pid_file = shared_dir / "pid"
     root = Path(__file__).resolve().parents[2]
     flow = subprocess.Popen([sys.executable, "-c", FLOW_PROCESS, str(pid_file)],
                             env={**os.environ, "PYTHONPATH": str(root)})
@@ -130,10 +130,10 @@ def test_jobs_do_not_outlive_a_flow_run_process_killed_with_sigkill(tmp_path: Pa
     assert wait_gone(grandchild), "the job outlived its flow-run process"
 
 
-def test_the_launcher_ignores_a_terminals_ctrl_c(tmp_path: Path) -> None:
+def test_the_launcher_ignores_a_terminals_ctrl_c(shared_dir: Path) -> None:
     """Ctrl-C goes to the flow run, which decides whether its jobs stop; the launcher runs in a
     session of its own and ignores SIGINT, so a job survives it."""
-    pid_file = tmp_path / "pid"
+    pid_file = shared_dir / "pid"
     results = []
     executor = LauncherExecutor()
     runner = threading.Thread(target=lambda: results.append(executor.run(

@@ -74,7 +74,7 @@ def running(pid: int) -> bool:
     """Alive and not a zombie (PID 1 here may never reap orphans)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before or while it was read
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
@@ -192,8 +192,8 @@ def test_no_output_means_none_and_bash_helpers_need_no_json_tool(tmp_path: Path,
 
 # -- data stays data ---------------------------------------------------------------------------
 
-def test_env_and_input_values_reach_bash_as_inert_text(tmp_path: Path, make: Make) -> None:
-    marker = tmp_path / "pwned"
+def test_env_and_input_values_reach_bash_as_inert_text(shared_dir: Path, make: Make) -> None:
+    marker = shared_dir / "pwned"
     values = {
         "SUBST": f"$(touch {marker})",
         "BACKTICK": f"`touch {marker}`",
@@ -266,8 +266,8 @@ def test_killed_by_signal_names_it(make: Make) -> None:
     assert result.error == "killed by SIGKILL"
 
 
-def test_timeout_kills_the_whole_process_group(tmp_path: Path, make: Make) -> None:
-    pids = tmp_path / "pids"
+def test_timeout_kills_the_whole_process_group(shared_dir: Path, make: Make) -> None:
+    pids = shared_dir / "pids"
     script = (f"sleep 100 & echo $! >> {pids}\n"
               f"bash -c 'sleep 100' & echo $! >> {pids}\n"
               "echo started\nsleep 100\n")
@@ -283,8 +283,8 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path, make: Make) -> No
     assert processes.live() == []
 
 
-def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path, make: Make) -> None:
-    pids = tmp_path / "pids"
+def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(shared_dir: Path, make: Make) -> None:
+    pids = shared_dir / "pids"
     script = f"trap '' TERM\nsleep 100 & echo $! > {pids}\nwhile true; do sleep 0.1; done\n"
     result, _ = run(make(kill_grace=0.5), "bash", script, timeout=0.5)
 
@@ -293,8 +293,8 @@ def test_timeout_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path, ma
     assert not running(int(pids.read_text()))
 
 
-def test_background_children_do_not_outlive_a_finished_job(tmp_path: Path, make: Make) -> None:
-    pids = tmp_path / "pids"
+def test_background_children_do_not_outlive_a_finished_job(shared_dir: Path, make: Make) -> None:
+    pids = shared_dir / "pids"
     result, _ = run(make(), "bash", f"sleep 100 & echo $! > {pids}\necho done")
 
     assert result.error is None
@@ -302,8 +302,8 @@ def test_background_children_do_not_outlive_a_finished_job(tmp_path: Path, make:
     assert not running(int(pids.read_text()))
 
 
-def test_a_failing_log_callback_still_kills_the_job(tmp_path: Path, make: Make) -> None:
-    pids = tmp_path / "pids"
+def test_a_failing_log_callback_still_kills_the_job(shared_dir: Path, make: Make) -> None:
+    pids = shared_dir / "pids"
 
     def log(stream: str, line: str) -> None:
         raise RuntimeError("logger broke")

@@ -14,7 +14,7 @@ def test_mailto_delivers_a_real_mail() -> None:
     smtp = SmtpTarget()
     try:
         url = f"mailto://127.0.0.1:{smtp.port}?from=ff@example.com&to=ops@example.com"
-        out = send_message([url], "the body", "the title")
+        out = send_message([url], "the body", "the title", allow="127.0.0.1")
         assert out == {"delivered": [url]}  # nothing secret in it, nothing redacted
         mail = smtp.wait(1)[0]
         assert mail["Subject"] == "the title" and mail["From"] == "ff@example.com"
@@ -26,7 +26,7 @@ def test_mailto_delivers_a_real_mail() -> None:
 def test_smtp_refusal_fails_with_the_providers_reason() -> None:
     url = f"mailto://127.0.0.1:{free_port()}?from=ff@example.com&to=ops@example.com"
     with pytest.raises(JobError, match="message delivery failed"):
-        send_message([url], "x")
+        send_message([url], "x", allow="127.0.0.1")
 
 
 def test_credentials_are_redacted_from_urls() -> None:

@@ -43,6 +43,8 @@ class HttpJob(JobBase):
     body: str | None = None
     auth: HttpAuth | None = None
     expect_status: list[int | str] | int | str | None = None
+    # Follow 3xx answers (up to 10); each hop is checked by the egress guard again.
+    follow_redirects: bool = False
 
     def check_kind(self, ctx: CheckContext, bad: Bad) -> None:
         method = (self.method or "GET").upper()

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 from flowforge.core import templates
 from flowforge.core.checks import Bad, CheckContext
 from flowforge.core.jobs.base import JobBase
-from flowforge.core.names import SECRET_NAME_RE
+from flowforge.core.names import SECRET_NAME_RE, reserved_name_problem
 
 
 class MessageJob(JobBase):
@@ -30,7 +30,13 @@ class MessageJob(JobBase):
         if self.body is None:
             bad("body", "a message job needs a 'body'")
         for k, url in enumerate(self.targets()):
-            if templates.is_template(url) or "://" in url or SECRET_NAME_RE.match(url):
+            if templates.is_template(url) or "://" in url:
+                continue
+            if SECRET_NAME_RE.match(url):
+                reserved = reserved_name_problem(url)
+                if reserved:
+                    bad(f"to[{k}]" if isinstance(self.to, list) else "to",
+                        f"secret '{url}' cannot be read by a job: {reserved}")
                 continue
             bad(f"to[{k}]" if isinstance(self.to, list) else "to",
                 f"'{url[:80]}' is neither an apprise URL (scheme://...) nor the name of a "

@@ -84,6 +84,7 @@ class RunInfo:
     settings: WorkerSettings
     #: Registers secret values (an SSH credential) with the run's masker.
     on_secret: Callable[[Iterable[str]], None] = lambda values: None
+    namespace: str = "default"
 
 
 class Executor(ABC):

@@ -123,7 +123,9 @@ class LauncherExecutor(LocalExecutor):
         return inherited_env(os.environ if self.base_env is None else self.base_env)
 
     def _request(self, job: ScriptRequest) -> dict[str, Any]:
-        """The job as plain data; raises ValueError for a value that is not JSON."""
+        """The job as plain data; raises ValueError for a value that is not JSON (or a job
+        user that does not exist)."""
+        user = self.user
         for key, value in job.env.items():  # the rest of the checks happen in the launcher
             if not isinstance(key, str) or not isinstance(value, str):
                 raise ValueError(f"job env: {key!r} must be a string name with a string value")
@@ -138,7 +140,8 @@ class LauncherExecutor(LocalExecutor):
                 "work_root": None if job.work_root is None else str(job.work_root),
             },
             "options": {"keep_dirs": self.keep_dirs, "kill_grace": self.kill_grace,
-                        "python": self.python},
+                        "python": self._interpreter(user),
+                        "user": None if user is None else user.as_json()},
         }
 
 
@@ -182,7 +185,9 @@ class Launcher:
             return current
 
     def __init__(self) -> None:
-        env = dict(os.environ)
+        # Nothing of Prefect's or FlowForge's settings: the launcher needs none, and what it
+        # does not hold, no job can find in its /proc/<pid>/environ.
+        env = inherited_env(os.environ)
         # The launcher must import this very copy of FlowForge, wherever the flow run found it.
         root = str(Path(flowforge.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

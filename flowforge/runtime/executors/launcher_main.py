@@ -24,6 +24,7 @@ from typing import Any
 
 from flowforge.runtime.executors import processes, workdir
 from flowforge.runtime.executors.base import ScriptRequest, ScriptResult, failure
+from flowforge.runtime.executors.jobuser import JobUser
 from flowforge.runtime.executors.launcher import write_all
 from flowforge.runtime.executors.local import DRAIN_SECONDS, LocalExecutor, Spawned
 from flowforge.runtime.executors.streams import Output
@@ -120,7 +121,8 @@ class _Loop:
         options = request["options"]
         spec = request["job"]
         executor = LocalExecutor(keep_dirs=options["keep_dirs"], kill_grace=options["kill_grace"],
-                                 python=options["python"], base_env=self._base_env)
+                                 python=options["python"], base_env=self._base_env,
+                                 user=JobUser.from_json(options["user"]))
         job = ScriptRequest(
             name=spec["name"], runtime=spec["runtime"], script=spec["script"], env=spec["env"],
             input=workdir.EncodedJSON(spec["input"]), event=workdir.EncodedJSON(spec["event"]),

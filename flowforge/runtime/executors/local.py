@@ -2,7 +2,8 @@
 
 The job gets a fresh temporary directory (the `workdir` protocol), its own session and process
 group, and an environment without the flow run's `PREFECT_*` / `FLOWFORGE_*` variables, so an
-API key that lets the worker talk to Prefect never reaches user code. Its stdout and stderr are
+API key that lets the worker talk to Prefect never reaches user code. It runs as the job user
+(`jobuser`: `nobody` under a root worker), so neither can it read them from /proc. Its stdout and stderr are
 read as they come and handed to `log` line by line, so the Prefect UI shows a long job's
 progress while it runs. On timeout the whole group gets SIGTERM, then SIGKILL after a grace
 period; when the main process ends, whatever it left running in its group is killed too, so a
@@ -20,6 +21,7 @@ import re
 import selectors
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Final
 
-from flowforge.runtime.executors import processes, workdir
+from flowforge.runtime.executors import jobuser, processes, workdir
 from flowforge.runtime.executors.base import (
     Executor,
     LogFn,
@@ -38,6 +40,7 @@ from flowforge.runtime.executors.base import (
     failure,
     inherited_env,
 )
+from flowforge.runtime.executors.jobuser import JobUser
 from flowforge.runtime.executors.streams import Output
 
 if TYPE_CHECKING:
@@ -136,13 +139,31 @@ class LocalExecutor(Executor):
         processes.kill_groups(grace)
 
     def __init__(self, *, keep_dirs: bool = False, kill_grace: float = 3.0, python: str | None = None,
-                 base_env: Mapping[str, str] | None = None) -> None:
+                 base_env: Mapping[str, str] | None = None,
+                 user: JobUser | str | None = "configured") -> None:
         """`base_env` is the environment jobs inherit (filtered); None means this process's own,
-        read at each run. `python` overrides the interpreter (default: `sys.executable`)."""
+        read at each run. `python` overrides the interpreter (default: `sys.executable`).
+        `user`: who jobs run as; "configured" reads FLOWFORGE_JOB_USER (`jobuser.configured`),
+        None is this process's own user."""
         self.keep_dirs = keep_dirs
         self.kill_grace = kill_grace
         self.python = python
         self.base_env = base_env
+        self._user = user
+
+    @property
+    def user(self) -> JobUser | None:
+        if isinstance(self._user, str):
+            self._user = jobuser.configured()
+        return self._user
+
+    def _interpreter(self, user: JobUser | None) -> str | None:
+        """The python a job runs with: ours, unless the job user cannot reach it."""
+        if self.python is not None or user is None or user.can_reach(sys.executable, os.X_OK):
+            return self.python
+        from flowforge.runtime.settings import WorkerSettings
+
+        return WorkerSettings().job_python or "python3"
 
     def run(self, job: ScriptRequest, log: LogFn, target: TargetBase | None = None) -> ScriptResult:
         """Run `job` to the end, calling `log(stream, line)` for each output line as it comes."""
@@ -198,12 +219,25 @@ class LocalExecutor(Executor):
         """Fill `job_dir` and start the job in it (tracked by `processes`); or why it could not."""
         if job.timeout is not None and job.timeout <= 0:
             return f"timeout must be positive, got {job.timeout}"
+        user = self.user
+        helpers_dir = self.helpers_dir
+        if user is not None and helpers_dir is not None and not user.can_reach(helpers_dir):
+            helpers_dir = None  # a virtualenv the job user cannot read: copies in its directory
+        if user is not None and not user.can_reach(job_dir.parent, os.X_OK):
+            return (f"the job user {user.name} cannot reach the job directory's parent "
+                    f"{job_dir.parent} (FLOWFORGE_JOB_ROOT must be searchable by it)")
         try:
             script_path = workdir.prepare(job_dir, input=job.input, variables=job.variables,
                                           event=job.event, script=job.script, runtime=job.runtime,
-                                          helpers=self.helpers_dir is None)
-            argv = workdir.command_for(job.runtime, script_path, python=self.python)
-            env = self._environment(job, job_dir)
+                                          helpers=helpers_dir is None)
+            argv = workdir.command_for(job.runtime, script_path, python=self._interpreter(user))
+            env = self._environment(job, job_dir, helpers_dir)
+            if user is not None:
+                jobuser.hand_over(job_dir, user)
+                for key, value in (("HOME", str(job_dir)), ("USER", user.name),
+                                   ("LOGNAME", user.name)):
+                    if key not in job.env:
+                        env[key] = value
         except ValueError as exc:
             return str(exc)
         except OSError as exc:
@@ -213,8 +247,11 @@ class LocalExecutor(Executor):
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         try:
-            proc = subprocess.Popen(argv, cwd=job_dir, env=env, stdin=_devnull(),
-                                    stdout=out_write, stderr=err_write, start_new_session=True)
+            proc = subprocess.Popen(
+                argv, cwd=job_dir, env=env, stdin=_devnull(), stdout=out_write, stderr=err_write,
+                start_new_session=True, user=None if user is None else user.uid,
+                group=None if user is None else user.gid,
+                extra_groups=None if user is None else [])
         except FileNotFoundError:
             _close(out_read, err_read)
             return (f"cannot run a {job.runtime} job: '{argv[0]}' was not found on this machine "
@@ -243,9 +280,10 @@ class LocalExecutor(Executor):
             duration=time.monotonic() - started,
         ), listing
 
-    def _environment(self, job: ScriptRequest, job_dir: Path) -> dict[str, str]:
+    def _environment(self, job: ScriptRequest, job_dir: Path,
+                     helpers_dir: Path | None) -> dict[str, str]:
         base = os.environ if self.base_env is None else self.base_env
-        return job_environment(base, job, job_dir, self.helpers_dir)
+        return job_environment(base, job, job_dir, helpers_dir)
 
     def _supervise(self, spawned: Spawned, timeout: float | None,
                    log: LogFn) -> tuple[bool, deque[str]]:

@@ -22,6 +22,7 @@ import asyncssh
 from flowforge.connectors.servers import PrefectDirectory, ServerDirectory, resolve
 from flowforge.connectors.ssh import Breaker
 from flowforge.core.errors import SshError
+from flowforge.core.names import DEFAULT_NAMESPACE
 from flowforge.core.servers import ServerRecord
 from flowforge.core.targets import SshTarget, TargetBase
 from flowforge.runtime.executors.base import Executor, LogFn, RunInfo, ScriptRequest, ScriptResult
@@ -35,8 +36,10 @@ class SshPool:
     """A flow run's SSH side: one event loop thread, one connection per server, live remote jobs."""
 
     def __init__(self, directory: ServerDirectory, settings: WorkerSettings | None = None,
-                 on_secret: Callable[[Iterable[str]], None] | None = None) -> None:
+                 on_secret: Callable[[Iterable[str]], None] | None = None,
+                 namespace: str = DEFAULT_NAMESPACE) -> None:
         self.directory = directory
+        self.namespace = namespace  # tags resolve among this namespace's servers
         self.settings = settings or WorkerSettings()
         self.on_secret = on_secret
         self.breaker = Breaker(directory, self.settings.ssh_breaker_failures,
@@ -125,7 +128,7 @@ class SshPool:
 
     async def run_job(self, target: SshTarget, job: ScriptRequest, log: LogFn) -> dict[str, ServerOutcome]:
         bundle = Bundle.of(job)  # once per job: every server gets the same files
-        names = await resolve(self.directory, target.servers, target.tags)
+        names = await resolve(self.directory, target.servers, target.tags, self.namespace)
         outcomes = await asyncio.gather(*(self._run_on(name, job, bundle, log) for name in names))
         return dict(zip(names, outcomes, strict=True))
 
@@ -161,7 +164,8 @@ class SshExecutor(Executor):
 
     @classmethod
     def for_run(cls, run: RunInfo) -> SshExecutor:
-        return cls(lambda: SshPool(PrefectDirectory(), run.settings, on_secret=run.on_secret))
+        return cls(lambda: SshPool(PrefectDirectory(), run.settings, on_secret=run.on_secret,
+                                   namespace=run.namespace))
 
     @property
     def pool(self) -> SshPool:

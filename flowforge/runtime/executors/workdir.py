@@ -31,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
@@ -190,10 +191,34 @@ def prepare(job_dir: Path, *, input: dict[str, Any] | EncodedJSON,
     return script_path
 
 
+#: The most a result file (output.json, variables_set.jsonl, ...) may hold.
+MAX_RESULT_BYTES: Final = 16 * 1024 * 1024
+
+
+def read_result(path: Path) -> str:
+    """A result file's text, read as the job left it without trusting it: the job (another
+    user) could have made it a link to a file only the worker may read, a FIFO that never
+    ends, or /dev/zero. Only a regular file of at most MAX_RESULT_BYTES, never followed
+    through a link; OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        if st.st_size > MAX_RESULT_BYTES:
+            raise OSError(f"{path.name} is larger than {MAX_RESULT_BYTES // (1024 * 1024)} MiB")
+        chunks: list[bytes] = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8")
+
+
 def _load(path: Path, problems: list[str]) -> tuple[bool, Any]:
     """(present, value); a file that is there but not JSON adds a problem instead of raising."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_result(path)
     except FileNotFoundError:
         return False, None
     except (OSError, UnicodeDecodeError) as exc:
@@ -212,7 +237,7 @@ def _reject_constant(name: str) -> Any:
 
 def _variables_set(path: Path, problems: list[str]) -> dict[str, Any]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_result(path).splitlines()
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError) as exc:

@@ -5,6 +5,10 @@ repeating: a 5xx or a connection error may pass, a 404 or a 401 will not, and re
 non-idempotent POST that the server refused would be wrong. Waits grow exponentially from
 `retry_delay` (default 0.5 s), capped at 30 s. `timeout` bounds each attempt.
 
+Every connection goes through the egress guard (`connectors.egress`): loopback, private,
+link-local and metadata addresses are refused after DNS and on every redirect, unless
+FLOWFORGE_EGRESS_ALLOW lists them.
+
 The output is `{"status", "headers", "body"}`, the body parsed when the response says it is
 JSON, and cut at `MAX_BODY_BYTES` (then `"truncated": true` is added) so a large download does
 not bloat the run summary. A status outside `expect_status` fails the job with the status and
@@ -21,9 +25,11 @@ from typing import Any, Final
 
 import httpx
 
+from flowforge.connectors import egress
 from flowforge.core.errors import JobError
 from flowforge.core.jobs import HttpJob
 from flowforge.runtime.kinds.base import JobContext, KindResult
+from flowforge.runtime.settings import WorkerSettings
 
 MAX_BODY_BYTES: Final = 256 * 1024
 ERROR_BODY_CHARS: Final = 300
@@ -47,6 +53,7 @@ class HttpRequest:
     expect_status: list[int | str] | int | str | None = None
     retries: int = 0
     retry_delay: float = 0.0
+    follow_redirects: bool = False
 
 
 def status_expected(status: int, expect: list[int | str] | int | str | None) -> bool:
@@ -104,9 +111,29 @@ def _head(body: Any) -> str:
     return text[:ERROR_BODY_CHARS]
 
 
+MAX_REDIRECTS: Final = 10
+
+
 def send(request: HttpRequest, log: Callable[[str], None],
-         transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
-    """Send the request (retrying 5xx and connection errors); return the job's output."""
+         transport: httpx.BaseTransport | None = None,
+         allow: str | None = None) -> dict[str, Any]:
+    """Send the request (retrying 5xx and connection errors) with egress guarded, `allow`
+    (FLOWFORGE_EGRESS_ALLOW's notation) excepted; return the job's output."""
+    try:
+        rules = egress.parse_allow(allow)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+    with egress.guarded(rules) as guard:
+        try:
+            return _send(request, log, transport)
+        except JobError:
+            if guard.refused:
+                raise JobError(guard.refused) from None
+            raise
+
+
+def _send(request: HttpRequest, log: Callable[[str], None],
+          transport: httpx.BaseTransport | None) -> dict[str, Any]:
     method = request.method.upper()
     auth, auth_headers = _auth(request.auth)
     headers = {**auth_headers, **request.headers}
@@ -119,7 +146,8 @@ def send(request: HttpRequest, log: Callable[[str], None],
     attempts = request.retries + 1
     delay = request.retry_delay or 0.5
     with httpx.Client(timeout=timeout, auth=auth, transport=transport,
-                      follow_redirects=False) as client:
+                      follow_redirects=request.follow_redirects,
+                      max_redirects=MAX_REDIRECTS) as client:
         for attempt in range(1, attempts + 1):
             last = attempt == attempts
             try:
@@ -175,8 +203,9 @@ def run(ctx: JobContext) -> KindResult:
         expect_status=job.expect_status,
         retries=job.retries,
         retry_delay=job.retry_delay,
+        follow_redirects=job.follow_redirects,
     )
-    return send(request, ctx.info), None
+    return send(request, ctx.info, allow=WorkerSettings().egress_allow), None
 
 
 __all__ = ["HttpRequest", "describe_expect", "run", "send", "status_expected"]

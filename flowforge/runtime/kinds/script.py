@@ -42,7 +42,7 @@ def run(ctx: JobContext) -> KindResult:
                "item": ctx.item, "trigger": shared["trigger"]},
         event={"workflow": scope.spec.name, "job": job.name, "run_id": scope.flow_run_id,
                "trigger": scope.trigger, "attempt": ctx.attempt, "item": ctx.item},
-        variables=variables.read_all() if _uses_variables(job.script) else {},
+        variables=variables.read_all(scope.spec.ns) if _uses_variables(job.script) else {},
         timeout=job.timeout, work_root=scope.settings.job_root,
     )
     executor = scope.executors.get(job.target_kind)
@@ -50,7 +50,7 @@ def run(ctx: JobContext) -> KindResult:
     if result.progress:
         scope.ledger.update(job.name, progress=result.progress)
     if result.variables_set:
-        variables.write(result.variables_set)
+        variables.write(result.variables_set, scope.spec.ns)
     if result.error is not None:
         if result.output_on_error:  # e.g. which servers failed, and how
             scope.ledger.update(job.name, output=result.output)
