@@ -88,14 +88,14 @@ def gc(
     Prefect says the run is in a final state or does not know it; when Prefect cannot be asked,
     it stays. Containers of other Prefect servers' runs are left alone (unless --all).
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+    from flowforge.controlplane.client import prefect_settings
     from flowforge.controlplane.settings import ControlPlaneSettings
     from flowforge.runtime.executors import reap_all
     from flowforge.runtime.prefect_client import run_finished
 
-    url = settings_from_options(ControlPlaneSettings).prefect_url()
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    settings = settings_from_options(ControlPlaneSettings)
+    url = settings.prefect_url()
+    with prefect_settings(url, settings.prefect_auth()):
         reaped = (reap_all(lambda _: True) if all_containers
                   else reap_all(run_finished, scope=url))
     failed = [r for r in reaped if r.error is not None]

@@ -17,16 +17,28 @@ def sync(
     check: Annotated[bool, typer.Option(
         help="Change nothing; report drift (schedules, automations, deployments changed or "
              "removed in Prefect by hand) and exit 1 if there is any.")] = False,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="FLOWFORGE_API_KEY", show_default=False,
+        help="API key (an editor's or an admin's). Default: <home>/admin.key when readable.")]
+    = None,
 ) -> None:
     """Bring Prefect in line with every stored workflow now (through the running API)."""
+    from flowforge.controlplane.settings import ADMIN_KEY_FILE
     from flowforge.stack.settings import StackSettings
 
     settings = settings_from_options(StackSettings)
     url = (api_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
+    if api_key is None:
+        try:
+            api_key = (settings.home / ADMIN_KEY_FILE).read_text().strip()
+        except OSError:
+            typer.echo("no API key: pass --api-key or set FLOWFORGE_API_KEY", err=True)
+            raise typer.Exit(2) from None
+    headers = {"Authorization": f"Bearer {api_key}"}
     if check:
-        _sync_check(url)
+        _sync_check(url, headers)
         return
-    items = _api_call("POST", f"{url}/sync", "sync")["workflows"]
+    items = _api_call("POST", f"{url}/sync", "sync", headers)["workflows"]
     for item in items:
         error = f"  ({item['error']})" if item.get("error") else ""
         typer.echo(f"{item['name']}: {item['status']}{error}")
@@ -34,12 +46,12 @@ def sync(
         raise typer.Exit(1)
 
 
-def _api_call(method: str, url: str, what: str) -> Any:
+def _api_call(method: str, url: str, what: str, headers: dict[str, str]) -> Any:
     """One call to the running API; exit 2 (not 1, which means drift or a failed sync) on error."""
     import httpx
 
     try:
-        response = httpx.request(method, url, timeout=300)
+        response = httpx.request(method, url, timeout=300, headers=headers)
     except httpx.HTTPError as exc:
         typer.echo(f"cannot reach the FlowForge API ({url}): {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -49,8 +61,8 @@ def _api_call(method: str, url: str, what: str) -> Any:
     return response.json()
 
 
-def _sync_check(url: str) -> None:
-    report = _api_call("GET", f"{url}/sync/check", "check")
+def _sync_check(url: str, headers: dict[str, str]) -> None:
+    report = _api_call("GET", f"{url}/sync/check", "check", headers)
     for item in report["workflows"]:
         typer.echo(f"{item['name']}: {'in sync' if not item['drift'] else 'DRIFT'}")
         for line in item["drift"]:

@@ -8,14 +8,15 @@ Every Prefect or transport failure met by the API, the sync or the CLI becomes a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from prefect.client.orchestration import PrefectClient
 from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
 from flowforge.core.errors import PrefectUnavailableError
 
@@ -30,6 +31,8 @@ class PrefectTarget:
     timeout: float = 10.0
     #: Seconds for everything done with one `prefect_client`, retries included; None: no cap.
     deadline: float | None = None
+    #: The Prefect server's credential (`user:password`, Prefect's basic auth); None: open.
+    auth_string: str | None = field(default=None, repr=False)
 
 
 @asynccontextmanager
@@ -38,7 +41,8 @@ async def prefect_client(target: PrefectTarget) -> AsyncIterator[PrefectClient]:
     `target.deadline`, become retryable errors."""
     try:
         async with asyncio.timeout(target.deadline), PrefectClient(
-                target.api_url, httpx_settings={"timeout": target.timeout}) as client:
+                target.api_url, auth_string=target.auth_string,
+                httpx_settings={"timeout": target.timeout}) as client:
             yield client
     except TimeoutError as exc:  # before OSError, of which it is a subclass
         within = f"within {target.deadline:g}s" if target.deadline is not None else "in time"
@@ -59,4 +63,15 @@ async def prefect_client(target: PrefectTarget) -> AsyncIterator[PrefectClient]:
         raise
 
 
-__all__ = ["PrefectTarget", "prefect_client"]
+@contextmanager
+def prefect_settings(api_url: str, auth_string: str | None) -> Iterator[None]:
+    """Prefect's own clients (`get_client`, deployments, events) pointed at this server, with
+    its credential, for the code inside the block."""
+    updates: dict[object, object] = {PREFECT_API_URL: api_url}
+    if auth_string:
+        updates[PREFECT_API_AUTH_STRING] = auth_string
+    with temporary_settings(updates=updates):
+        yield
+
+
+__all__ = ["PrefectTarget", "prefect_client", "prefect_settings"]

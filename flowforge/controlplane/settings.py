@@ -10,10 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flowforge.controlplane.client import PrefectTarget
+
+#: The file in the home holding the credential of the Prefect server `flowforge up` starts.
+PREFECT_AUTH_FILE = "prefect-auth"
+#: The file in the home the API writes the first admin key to (0600), on a home without keys.
+ADMIN_KEY_FILE = "admin.key"
 
 
 class ControlPlaneSettings(BaseSettings):
@@ -36,6 +41,9 @@ class ControlPlaneSettings(BaseSettings):
     prefect_deadline: float = Field(default=120.0, gt=0)
     # How often the API retries the Prefect sync of workflows marked out of sync.
     sync_interval: float = 15.0
+    # The Prefect server's credential (`user:password`). Unset: PREFECT_API_AUTH_STRING, else
+    # the `prefect-auth` file `flowforge up` keeps in the home for the server it starts.
+    prefect_auth_string: SecretStr | None = None
 
     @property
     def project(self) -> Path:
@@ -55,6 +63,17 @@ class ControlPlaneSettings(BaseSettings):
         return (self.prefect_api_url or os.environ.get("PREFECT_API_URL")
                 or f"http://127.0.0.1:{self.prefect_port}/api")
 
+    def prefect_auth(self) -> str | None:
+        """The credential to send to Prefect, or None when it is open."""
+        if self.prefect_auth_string is not None:
+            return self.prefect_auth_string.get_secret_value() or None
+        if os.environ.get("PREFECT_API_AUTH_STRING"):
+            return os.environ["PREFECT_API_AUTH_STRING"]
+        try:
+            return (self.home / PREFECT_AUTH_FILE).read_text().strip() or None
+        except OSError:
+            return None
+
     def ui_url(self) -> str:
         return self.prefect_ui_url or self.prefect_url().removesuffix("/api")
 
@@ -62,7 +81,7 @@ class ControlPlaneSettings(BaseSettings):
         """Where and how workflows are deployed, with this configuration's bounds."""
         return PrefectTarget(api_url=self.prefect_url(), project_dir=self.project,
                              work_pool=self.work_pool, timeout=self.prefect_timeout,
-                             deadline=self.prefect_deadline)
+                             deadline=self.prefect_deadline, auth_string=self.prefect_auth())
 
 
-__all__ = ["ControlPlaneSettings"]
+__all__ = ["ADMIN_KEY_FILE", "PREFECT_AUTH_FILE", "ControlPlaneSettings"]

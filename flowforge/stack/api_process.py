@@ -12,11 +12,16 @@ DEFAULT_API_APP = "api.main:app"
 API_HEALTH_TIMEOUT = 90.0
 
 
-def api_env(settings: StackSettings, prefect_api_url: str, prefect_home: Path | None) -> dict[str, str]:
-    """The API child's env: every effective setting as FLOWFORGE_*, so it sees what `up` sees."""
+def api_env(settings: StackSettings, prefect_api_url: str, prefect_home: Path | None,
+            auth: str | None = None) -> dict[str, str]:
+    """The API child's env: every effective setting as FLOWFORGE_*, so it sees what `up` sees;
+    the Prefect credential as Prefect's own variable."""
     env = base_env()
     effective = settings.model_copy(update={"prefect_api_url": prefect_api_url})
-    for name, value in effective.model_dump().items():
+    env.pop("FLOWFORGE_PREFECT_AUTH_STRING", None)
+    if auth:
+        env["PREFECT_API_AUTH_STRING"] = auth
+    for name, value in effective.model_dump(exclude={"prefect_auth_string"}).items():
         key = f"FLOWFORGE_{name.upper()}"
         if value is None:
             env.pop(key, None)
@@ -30,13 +35,13 @@ def api_env(settings: StackSettings, prefect_api_url: str, prefect_home: Path | 
 
 
 def start_api(settings: StackSettings, prefect_api_url: str, prefect_home: Path | None = None,
-              app: str = DEFAULT_API_APP) -> Child:
+              app: str = DEFAULT_API_APP, auth: str | None = None) -> Child:
     """Start uvicorn on <api_host>:<api_port> serving `app` (module:attribute)."""
     child = Child(
         name="api",
         argv=[*SERVE_OFF_LOOP_GC, "uvicorn", app,
               "--host", settings.api_host, "--port", str(settings.api_port)],
-        env=api_env(settings, prefect_api_url, prefect_home),
+        env=api_env(settings, prefect_api_url, prefect_home, auth),
         log_path=settings.home / "logs" / "api.log",
     )
     child.start()

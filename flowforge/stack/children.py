@@ -43,6 +43,9 @@ class Child:
     env: dict[str, str]
     log_path: Path
     cwd: Path | None = None
+    #: The child's umask: 077 for servers that keep databases, 022 for workers, whose jobs'
+    #: files another user (a container's, the job user) must read.
+    umask: int = 0o077
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -59,7 +62,7 @@ class Child:
             log.flush()
             self.process = subprocess.Popen(
                 self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=self.umask,
             )
 
     def poll(self) -> int | None:

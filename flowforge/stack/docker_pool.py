@@ -80,12 +80,12 @@ HARDENING_KEYS = ("container_create_kwargs", "mem_limit", "memswap_limit")
 
 
 def warn_unhardened_pool(api_url: str, pool: str, defaults: dict[str, Any],
-                         console: Console) -> list[str]:
+                         console: Console, auth: str | None = None) -> list[str]:
     """Say so when an existing docker pool lacks FlowForge's container hardening (made by an
     older FlowForge, or edited); it is left as it is. Returns the job variables that differ."""
     try:
         drift: list[str] = with_prefect(api_url, pool, lambda client: pools.pool_drift(
-            client, pool, defaults, HARDENING_KEYS))
+            client, pool, defaults, HARDENING_KEYS), auth)
     except Exception as exc:  # a warning only: never stops `up`
         console.print(f"[yellow]Warning:[/] could not read work pool {_e(repr(pool))}: {_e(exc)}")
         return []

@@ -41,7 +41,8 @@ def prefect_database_url(settings: StackSettings) -> str:
     return url
 
 
-def prefect_server_env(settings: StackSettings) -> dict[str, str]:
+def prefect_server_env(settings: StackSettings, auth: str | None = None) -> dict[str, str]:
+    """The server's env; `auth` (`user:password`) closes its API to requests without it."""
     port = settings.prefect_port
     home = settings.prefect_home
     env = base_env()
@@ -54,12 +55,15 @@ def prefect_server_env(settings: StackSettings) -> dict[str, str]:
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
         **RECORDER_TUNING,
     })
+    if auth:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth
     return env
 
 
 def start_prefect_server(settings: StackSettings, *, timeout: float = PREFECT_HEALTH_TIMEOUT,
                          check: Callable[[], None] | None = None,
-                         on_started: Callable[[Child], None] | None = None) -> Child:
+                         on_started: Callable[[Child], None] | None = None,
+                         auth: str | None = None) -> Child:
     """Start `prefect server start` on 127.0.0.1:<prefect_port> and wait for /api/health.
 
     `on_started(child)` runs right after the process exists (before the wait). On any failure
@@ -70,7 +74,7 @@ def start_prefect_server(settings: StackSettings, *, timeout: float = PREFECT_HE
         name="prefect-server",
         argv=[*SERVE_OFF_LOOP_GC, "prefect", "server", "start",
               "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
-        env=prefect_server_env(settings),
+        env=prefect_server_env(settings, auth),
         log_path=settings.home / "logs" / "prefect-server.log",
     )
     child.start()

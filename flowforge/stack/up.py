@@ -2,7 +2,9 @@
 
 Plain, blocking functions (this runs in the CLI process).
 
-Layout under `home`:
+Layout under `home` (private: files 0600, directories 0700, but for the project):
+    admin.key                                                the first admin API key
+    prefect-auth                                             the Prefect server's credential
     logs/prefect-server.log, logs/worker.log, logs/api.log   child output (appended)
     run/pids.json                                            supervisor and child PIDs + state
     prefect/                                                 PREFECT_HOME, prefect.db
@@ -16,10 +18,11 @@ import os
 import time
 from pathlib import Path
 
-from prefect.settings import PREFECT_API_URL, temporary_settings
 from rich.console import Console
 from rich.markup import escape
 
+from flowforge.controlplane.client import prefect_settings
+from flowforge.controlplane.settings import ADMIN_KEY_FILE, PREFECT_AUTH_FILE
 from flowforge.runtime.executors import reap_all
 from flowforge.runtime.prefect_client import run_finished
 from flowforge.stack.api_process import API_HEALTH_TIMEOUT, DEFAULT_API_APP, start_api
@@ -40,6 +43,7 @@ from flowforge.stack.docker_pool import (
     docker_pool_defaults,
     warn_unhardened_pool,
 )
+from flowforge.stack.home import prefect_auth, secure_home
 from flowforge.stack.prefect_server import start_prefect_server
 from flowforge.stack.settings import StackSettings
 from flowforge.stack.workers import ensure_work_pool, start_worker, wait_worker_online
@@ -55,11 +59,12 @@ def external_prefect_url(settings: StackSettings) -> str | None:
     return settings.prefect_api_url or os.environ.get("PREFECT_API_URL") or None
 
 
-def reap_leftovers(api_url: str, console: Console, quiet: bool = False) -> None:
+def reap_leftovers(api_url: str, console: Console, quiet: bool = False,
+                   auth: str | None = None) -> None:
     """Remove what jobs of runs that are over left behind (a worker killed mid-job), through
     every target's executor. `quiet`: say nothing of a kind that cannot be reached (a
     process-only set-up has no Docker engine)."""
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+    with prefect_settings(api_url, auth):
         for reaped in reap_all(run_finished, scope=api_url):
             if reaped.error is not None and not quiet:
                 console.print(f"Reaping {reaped.kind} leftovers skipped: {_e(reaped.error)}")
@@ -119,8 +124,9 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
         check_port_free("127.0.0.1", settings.prefect_port, "Prefect server", "--prefect-port",
                         "FLOWFORGE_PREFECT_PORT")
     pids.check_stale()
-    for d in (settings.home, settings.home / "logs"):
-        d.mkdir(parents=True, exist_ok=True)
+    # What this process and the servers write (databases, keys, logs) is for this user only.
+    os.umask(0o077)
+    secure_home(settings)
     pids.children = children
     pids.write()
 
@@ -136,8 +142,10 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
 
     # 1. Prefect server
     prefect_home: Path | None
+    auth: str | None
     if external is None:
         prefect_home = settings.prefect_home
+        auth = prefect_auth(settings)
         api_url = f"http://127.0.0.1:{settings.prefect_port}/api"
         ui_url = f"http://127.0.0.1:{settings.prefect_port}"
         # This process talks to Prefect too (work pool); keep it off ~/.prefect.
@@ -146,10 +154,11 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
                       f"(log: {_e(settings.home / 'logs' / 'prefect-server.log')}) ...")
         t = time.monotonic()
         # start_prefect_server stops its own child on failure; register it as soon as it is up
-        start_prefect_server(settings, check=signals.check, on_started=started)
+        start_prefect_server(settings, check=signals.check, on_started=started, auth=auth)
         console.print(f"  Prefect server healthy in {time.monotonic() - t:.1f}s")
     else:
         prefect_home = None
+        auth = settings.prefect_auth()
         api_url = external.rstrip("/")
         ui_url = settings.prefect_ui_url or api_url.removesuffix("/api")
         source = "FLOWFORGE_PREFECT_API_URL" if settings.prefect_api_url else "PREFECT_API_URL"
@@ -162,29 +171,29 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
     # 2. work pool
     guard()
     try:
-        created = ensure_work_pool(api_url, settings.work_pool)
+        created = ensure_work_pool(api_url, settings.work_pool, auth=auth)
     except Exception as exc:
         raise SupervisorError(f"could not create work pool {settings.work_pool!r}: {exc}") from exc
     console.print(f"Work pool {_e(repr(settings.work_pool))} " + ("created" if created else "exists"))
     if docker:
         pool, defaults = settings.docker_work_pool, docker_pool_defaults(settings)
         try:
-            created = ensure_work_pool(api_url, pool, "docker", defaults)
+            created = ensure_work_pool(api_url, pool, "docker", defaults, auth)
         except Exception as exc:
             raise SupervisorError(f"could not create work pool {pool!r}: {exc}") from exc
         console.print(f"Work pool {_e(repr(pool))} (docker) " + ("created" if created else "exists"))
         if not created:
-            warn_unhardened_pool(api_url, pool, defaults, console)
+            warn_unhardened_pool(api_url, pool, defaults, console, auth)
         check_runner_image(defaults["image"], console)
-    reap_leftovers(api_url, console, quiet=not docker)
+    reap_leftovers(api_url, console, quiet=not docker, auth=auth)
 
     # 3. worker(s), 4. API (the API starts while the workers register)
     guard()
-    started(start_worker(settings, api_url, prefect_home))
+    started(start_worker(settings, api_url, prefect_home, auth=auth))
     if docker:
-        started(start_worker(settings, api_url, prefect_home, pool_type="docker"))
+        started(start_worker(settings, api_url, prefect_home, pool_type="docker", auth=auth))
     guard()
-    api = start_api(settings, api_url, prefect_home, app=api_app)
+    api = start_api(settings, api_url, prefect_home, app=api_app, auth=auth)
     started(api)
     console.print(f"Started worker (pool {_e(settings.work_pool)}) and API ({_e(api_app)}) on "
                   f"{_e(settings.api_host)}:{settings.api_port}; waiting for {_e(api_local)}/healthz ...")
@@ -195,16 +204,20 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
     except TimeoutError as exc:
         raise SupervisorError(f"the API is not healthy: {exc}\nlast lines of {api.log_path}:\n"
                               f"{api.log_tail()}") from exc
-    wait_worker_online(api_url, settings.work_pool, check=guard)
+    wait_worker_online(api_url, settings.work_pool, check=guard, auth=auth)
     if docker:
-        wait_worker_online(api_url, settings.docker_work_pool, check=guard)
+        wait_worker_online(api_url, settings.docker_work_pool, check=guard, auth=auth)
     pids.state = "running"
     pids.write()
     elapsed = time.monotonic() - t0
 
     console.print(f"\n[green bold]FlowForge is up[/] (healthy in {elapsed:.1f}s)")
     console.print(f"  API docs    {_e(api_local)}/docs")
-    console.print(f"  Prefect UI  {_e(ui_url)}")
+    console.print(f"  Prefect UI  {_e(ui_url)}"
+                  + (f" (it asks for the whole line in {_e(settings.home / PREFECT_AUTH_FILE)})"
+                     if external is None else ""))
+    console.print(f"  Admin key   {_e(settings.home / ADMIN_KEY_FILE)} (send it as "
+                  "`Authorization: Bearer <key>`; make a key per person with POST /api-keys)")
     console.print(f"  Home        {_e(settings.home)}")
     console.print(f"  Logs        {_e(settings.home / 'logs')}")
     console.print("Press Ctrl-C to stop.")

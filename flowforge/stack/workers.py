@@ -12,10 +12,9 @@ from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import WorkerStatus
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flowforge.controlplane import pools
-from flowforge.controlplane.client import PrefectTarget, prefect_client
+from flowforge.controlplane.client import PrefectTarget, prefect_client, prefect_settings
 from flowforge.stack.children import Child, SupervisorError, base_env
 from flowforge.stack.settings import StackSettings
 
@@ -23,27 +22,32 @@ WORKER_ONLINE_TIMEOUT = 30.0
 
 
 def ensure_work_pool(api_url: str, name: str, pool_type: str = "process",
-                     defaults: dict[str, Any] | None = None) -> bool:
+                     defaults: dict[str, Any] | None = None, auth: str | None = None) -> bool:
     """Create work pool `name` unless it exists (see `controlplane.pools.ensure_work_pool`)."""
     created: bool = with_prefect(api_url, name, lambda client: pools.ensure_work_pool(
-        client, name, pool_type, defaults))
+        client, name, pool_type, defaults), auth)
     return created
 
 
-def with_prefect(api_url: str, pool: str, call: Callable[[Any], Any]) -> Any:
+def with_prefect(api_url: str, pool: str, call: Callable[[Any], Any],
+                 auth: str | None = None) -> Any:
     """`await call(client)` with a Prefect client of the server at `api_url`, from sync code."""
 
     async def go() -> Any:
-        target = PrefectTarget(api_url=api_url, project_dir=Path("."), work_pool=pool)
+        target = PrefectTarget(api_url=api_url, project_dir=Path("."), work_pool=pool,
+                               auth_string=auth)
         async with prefect_client(target) as client:
             return await call(client)
 
     return asyncio.run(go())
 
 
-def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None) -> dict[str, str]:
+def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None,
+               auth: str | None = None) -> dict[str, str]:
     env = base_env()
     env["PREFECT_API_URL"] = api_url
+    if auth:  # Prefect's worker hands its settings on to the flow runs it starts
+        env["PREFECT_API_AUTH_STRING"] = auth
     env["PREFECT_WORKER_QUERY_SECONDS"] = str(settings.worker_query_seconds)
     if prefect_home is not None:
         env["PREFECT_HOME"] = str(prefect_home)
@@ -51,7 +55,7 @@ def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None)
 
 
 def start_worker(settings: StackSettings, api_url: str, prefect_home: Path | None = None,
-                 pool_type: str = "process") -> Child:
+                 pool_type: str = "process", auth: str | None = None) -> Child:
     """Start `prefect worker start --pool <pool> --type <pool_type>` in settings.project.
 
     The pool is `work_pool` for process workers, `docker_work_pool` for the docker worker.
@@ -64,16 +68,18 @@ def start_worker(settings: StackSettings, api_url: str, prefect_home: Path | Non
         name=name,
         argv=[sys.executable, "-m", "prefect", "worker", "start",
               "--pool", pool, "--type", pool_type],
-        env=worker_env(settings, api_url, prefect_home),
+        env=worker_env(settings, api_url, prefect_home, auth),
         log_path=settings.home / "logs" / f"{name}.log",
         cwd=settings.project,
+        # Jobs' files are read by another user (the job user, a container's): not 077.
+        umask=0o022,
     )
     child.start()
     return child
 
 
 def wait_worker_online(api_url: str, pool: str, timeout: float = WORKER_ONLINE_TIMEOUT,
-                       check: Callable[[], None] | None = None) -> float:
+                       check: Callable[[], None] | None = None, auth: str | None = None) -> float:
     """Wait until the pool has an ONLINE worker; return the seconds it took."""
     async def online() -> bool:
         async with get_client() as client:
@@ -81,7 +87,7 @@ def wait_worker_online(api_url: str, pool: str, timeout: float = WORKER_ONLINE_T
             return any(w.status == WorkerStatus.ONLINE for w in workers)
 
     start = time.monotonic()
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+    with prefect_settings(api_url, auth):
         while True:
             if check is not None:
                 check()

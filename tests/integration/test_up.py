@@ -105,6 +105,11 @@ class Up:
         data: dict[str, Any] = json.loads((self.home / "run" / "pids.json").read_text())
         return data
 
+    @property
+    def auth(self) -> str:
+        """The credential of the Prefect server this `up` started."""
+        return (self.home / "prefect-auth").read_text().strip()
+
     def child_pids(self) -> dict[str, int]:
         return {name: c["pid"] for name, c in self.pids()["children"].items()}
 
@@ -140,15 +145,15 @@ def start_up(home: Path, env: dict[str, str], api_port: int, prefect_port: int) 
     return Up(home, api_port, prefect_port, process, out, err)
 
 
-async def _pool_and_workers(api_url: str, pool: str) -> tuple[Any, list[Any]]:
+async def _pool_and_workers(api_url: str, pool: str, auth: str) -> tuple[Any, list[Any]]:
     from prefect.client.orchestration import PrefectClient
 
-    async with PrefectClient(api_url) as client:
+    async with PrefectClient(api_url, auth_string=auth) as client:
         return await client.read_work_pool(pool), await client.read_workers_for_work_pool(pool)
 
 
-def pool_and_workers(api_url: str, pool: str) -> tuple[Any, list[Any]]:
-    result: tuple[Any, list[Any]] = asyncio.run(_pool_and_workers(api_url, pool))
+def pool_and_workers(api_url: str, pool: str, auth: str) -> tuple[Any, list[Any]]:
+    result: tuple[Any, list[Any]] = asyncio.run(_pool_and_workers(api_url, pool, auth))
     return result
 
 
@@ -185,6 +190,22 @@ def test_up_starts_server_worker_and_api(up: Up, app_dir: Path) -> None:
 
     assert httpx.get(f"{prefect}/api/health", timeout=10).status_code == 200
     assert (up.home / "prefect" / "prefect.db").exists()
+    # A closed Prefect: its credential made on first start, private, handed to the children
+    closed = httpx.post(f"{prefect}/api/flow_runs/filter", json={}, timeout=10)
+    assert closed.status_code == 401, closed.text
+    user, _, password = up.auth.partition(":")
+    assert user == "flowforge" and len(password) >= 24
+    assert httpx.post(f"{prefect}/api/flow_runs/filter", json={}, auth=(user, password),
+                      timeout=10).status_code == 200
+    assert env["PREFECT_API_AUTH_STRING"] == up.auth
+    assert str(up.home / "prefect-auth") in out and up.auth not in out
+    assert str(up.home / "admin.key") in out
+    # The home is private: files 0600 and directories 0700, but for the generated project
+    for path in [up.home, *up.home.rglob("*")]:
+        if (up.home / "project") in (path, *path.parents):
+            continue
+        mode = path.lstat().st_mode & 0o777
+        assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
 
     pids = up.pids()
     assert pids["state"] == "running" and pids["supervisor"] == up.process.pid
@@ -206,7 +227,7 @@ def test_work_pool_exists_and_worker_registered(up: Up) -> None:
     api_url = f"http://127.0.0.1:{up.prefect_port}/api"
     deadline = time.monotonic() + 15
     while True:
-        pool, workers = pool_and_workers(api_url, "flowforge-process")
+        pool, workers = pool_and_workers(api_url, "flowforge-process", up.auth)
         if any(w.status == WorkerStatus.ONLINE for w in workers) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -240,7 +261,8 @@ def test_prefect_api_url_set_uses_that_server_and_child_death_stops_all(
     prefect_api = f"http://127.0.0.1:{up.prefect_port}/api"
     # --prefect-port is the (busy) port of the first server: not checked, nothing started on it
     second = start_up(tmp_path / "home2",
-                      up_env(app_dir, PREFECT_API_URL=prefect_api, FLOWFORGE_WORK_POOL="ff-external"),
+                      up_env(app_dir, PREFECT_API_URL=prefect_api, FLOWFORGE_WORK_POOL="ff-external",
+                             PREFECT_API_AUTH_STRING=up.auth),
                       free_port(), up.prefect_port)
     try:
         second.wait_up(60)
@@ -250,13 +272,14 @@ def test_prefect_api_url_set_uses_that_server_and_child_death_stops_all(
         env = httpx.get(f"http://127.0.0.1:{second.api_port}/healthz", timeout=10).json()["env"]
         assert env["FLOWFORGE_PREFECT_API_URL"] == prefect_api
         assert env["FLOWFORGE_WORK_POOL"] == "ff-external"
-        pool, workers = pool_and_workers(prefect_api, "ff-external")
+        pool, workers = pool_and_workers(prefect_api, "ff-external", up.auth)
         assert pool.type == "process" and workers
 
         # a second `up` on the same home refuses to start and leaves the pid file alone
         again = subprocess.run(
             [str(FLOWFORGE), "up", "--home", str(second.home), "--api-port", str(free_port())],
-            env=up_env(app_dir, PREFECT_API_URL=prefect_api), capture_output=True, text=True, timeout=30)
+            env=up_env(app_dir, PREFECT_API_URL=prefect_api, PREFECT_API_AUTH_STRING=up.auth),
+            capture_output=True, text=True, timeout=30)
         assert again.returncode != 0 and "another `flowforge up`" in again.stderr, again.stderr
         assert second.pids()["supervisor"] == second.process.pid
 
@@ -280,7 +303,8 @@ def test_prefect_api_url_set_uses_that_server_and_child_death_stops_all(
 def test_failed_start_stops_what_was_started(up: Up, app_dir: Path, tmp_path: Path) -> None:
     prefect_api = f"http://127.0.0.1:{up.prefect_port}/api"
     third = start_up(tmp_path / "home3",
-                     up_env(app_dir, app="ff_up_no_such_module:app", PREFECT_API_URL=prefect_api),
+                     up_env(app_dir, app="ff_up_no_such_module:app", PREFECT_API_URL=prefect_api,
+                            PREFECT_API_AUTH_STRING=up.auth),
                      free_port(), free_port())
     try:
         third.process.wait(60)
