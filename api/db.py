@@ -63,6 +63,11 @@ def migrate(url: str) -> None:
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
+        if url.startswith("sqlite"):
+            # WAL: readers (the key lookup of every request above all) never wait for a
+            # writer, nor a writer for them; the mode stays with the database file.
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     finally:
         engine.dispose()
 

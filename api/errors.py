@@ -16,9 +16,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.auth import AuthenticationError, PermissionDeniedError
+from api.ratelimit import RateLimitedError
 from flowforge.core import errors
 
 log = logging.getLogger("flowforge.api")
+
+
+class UnsupportedMediaTypeError(errors.FlowForgeError):
+    """A body of a type the route does not read (415)."""
+
+    code = "unsupported_media_type"
+
 
 #: Each FlowForge error class's status; a subclass takes its nearest listed ancestor's.
 STATUS: dict[type[errors.FlowForgeError], int] = {
@@ -30,6 +39,10 @@ STATUS: dict[type[errors.FlowForgeError], int] = {
     errors.BadSignatureError: 401,
     errors.PayloadTooLargeError: 413,
     errors.PrefectUnavailableError: 503,
+    AuthenticationError: 401,
+    PermissionDeniedError: 403,
+    RateLimitedError: 429,
+    UnsupportedMediaTypeError: 415,
 }
 
 
@@ -40,9 +53,18 @@ def status_of(exc: errors.FlowForgeError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    return JSONResponse(status_code=status,
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, headers=headers,
                         content={"error": {"code": code, "message": message, "details": details}})
+
+
+def headers_of(exc: errors.FlowForgeError) -> dict[str, str]:
+    if isinstance(exc, RateLimitedError):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, AuthenticationError):
+        return {"WWW-Authenticate": "Bearer"}
+    return {}
 
 
 def install(app: FastAPI) -> None:
@@ -51,7 +73,7 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status == 500:
             log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.message)
-        return error_response(status, exc.code, exc.message, exc.details)
+        return error_response(status, exc.code, exc.message, exc.details, headers_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -71,4 +93,5 @@ def install(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal error; see the API log")
 
 
-__all__ = ["STATUS", "error_response", "install", "status_of"]
+__all__ = ["STATUS", "UnsupportedMediaTypeError", "error_response", "headers_of", "install",
+           "status_of"]

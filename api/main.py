@@ -17,15 +17,21 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
-from api import errors
+from api import errors, security
 from api.db import make_engine, migrate, sessionmaker
+from api.middleware import Audit, Authenticate, BodyLimit, RequestId, is_public
+from api.ratelimit import RateLimits
 from api.routes import (
+    api_keys,
+    audit,
     concurrency_limits,
     events,
     health,
     hooks,
+    namespaces,
     runs,
     secrets,
     servers,
@@ -34,15 +40,17 @@ from api.routes import (
     variables,
     workflows,
 )
+from api.services import keys
 from api.services import sync as sync_service
 from api.services.deliveries import Dispatcher
+from api.services.trigger_audit import audit_trigger_runs
 from api.settings import ApiSettings, get_settings
 from flowforge import __version__
 from flowforge.core.workflow import Workflow
 
 log = logging.getLogger("flowforge.api")
 ROUTERS = (health, workflows, runs, sync, triggers, hooks, events, variables, secrets, servers,
-           concurrency_limits)
+           concurrency_limits, api_keys, namespaces, audit)
 
 
 async def _sync_loop(app: FastAPI, interval: float) -> None:
@@ -67,6 +75,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components.update(document.pop("$defs", {}))
         components["WorkflowDocument"] = document
+        # Every operation needs a key but the public ones (liveness, signed webhooks).
+        schema["components"]["securitySchemes"] = {
+            "APIKey": {"type": "http", "scheme": "bearer", "bearerFormat": "ffk_...",
+                       "description": "an API key; the first admin's is $FLOWFORGE_HOME/admin.key"}}
+        schema["security"] = [{"APIKey": []}]
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                if is_public(path) or (method, path) == ("get", "/healthz"):
+                    operation["security"] = []
         app.openapi_schema = schema
     return app.openapi_schema
 
@@ -80,10 +97,19 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         engine = make_engine(settings.db_url)
         app.state.settings = settings
         app.state.sessionmaker = sessionmaker(engine)
+        app.state.key_reader = keys.KeyReader(app.state.sessionmaker, settings.db_url)
         app.state.target = settings.target()
+        app.state.limits = RateLimits(settings.rate_limit_runs, settings.rate_limit_hooks,
+                                      settings.rate_limit_auth, settings.redis_url)
+        async with app.state.sessionmaker() as session:
+            created = await keys.ensure_admin_key(session, settings.home)
+        if created is not None:
+            log.warning("created the first admin API key: %s (mode 0600)", created)
         app.state.dispatcher = Dispatcher(app.state.sessionmaker, app.state.target, settings)
         tasks = [asyncio.create_task(_sync_loop(app, settings.sync_interval)),
-                 asyncio.create_task(app.state.dispatcher.loop(1.0))]
+                 asyncio.create_task(app.state.dispatcher.loop(1.0)),
+                 asyncio.create_task(audit_trigger_runs(app.state.sessionmaker,
+                                                        app.state.target, 5.0))]
         try:
             yield
         finally:
@@ -92,6 +118,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await app.state.dispatcher.close()
+            app.state.key_reader.close()
             await engine.dispose()
 
     app = FastAPI(
@@ -104,6 +131,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    # Added innermost first: a request meets its id, the body limit, the audit, then the key.
+    app.add_middleware(Authenticate, authenticate=security.authenticate,
+                       on_error=security.auth_error)
+    app.add_middleware(Audit, record=security.record)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestId)
+    if settings.cors_origins:  # off unless an operator lists origins
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key"])
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

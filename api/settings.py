@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from flowforge.controlplane.settings import ControlPlaneSettings
 
@@ -20,9 +21,29 @@ class ApiSettings(ControlPlaneSettings):
     # How long `POST /hooks/{id}` waits for the run before answering `queued` (the delivery is
     # stored and its run created later): below common sender timeouts (GitHub: 10 s).
     webhook_answer_seconds: float = Field(default=5.0, ge=0, le=60)
+    # How far a signed delivery's timestamp may be from this server's clock before it is
+    # refused as delayed or replayed.
+    webhook_tolerance: float = Field(default=300.0, gt=0)
     # What `/servers` reports and tests with; the same variables the worker reads.
     ssh_connect_timeout: float = 10.0
     ssh_breaker_failures: int = 3
+    # Every request body past this is refused (413) before it is read whole.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Origins a browser may call the API from (CORS), comma-separated; none by default.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Rate limits, in the `limits` package's notation ("120/minute", "10/second").
+    rate_limit_runs: str = "120/minute"  # run starts per key
+    rate_limit_hooks: str = "600/minute"  # deliveries per webhook trigger
+    rate_limit_auth: str = "30/minute"  # failed authentications per client address
+    # Shared state of several API processes (rate limits); in memory when not set.
+    redis_url: str | None = None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @property
     def db_url(self) -> str:

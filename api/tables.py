@@ -24,6 +24,7 @@ class WorkflowRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=63)
+    namespace: str = Field(default="default", index=True, max_length=63)
     description: str | None = None
     version: int = 1
     spec_hash: str = Field(max_length=64)
@@ -71,6 +72,9 @@ class TriggerRow(SQLModel, table=True):
     # Webhook triggers only: the HMAC key, Fernet-encrypted with the API's key (api/hook_keys.py).
     # Never part of `config`, the document or any response after the one that created it.
     secret: str | None = Field(default=None, sa_type=sa.Text)
+    # The secret before the last rotation, still accepted until `previous_until`.
+    previous_secret: str | None = Field(default=None, sa_type=sa.Text)
+    previous_until: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 
 
 class DeliveryRow(SQLModel, table=True):
@@ -106,6 +110,7 @@ class ServerRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=63)
+    namespace: str = Field(default="default", index=True, max_length=63)
     host: str = Field(max_length=255)
     port: int = 22
     username: str = Field(max_length=64)
@@ -114,5 +119,55 @@ class ServerRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
 
 
-__all__ = ["DeliveryRow", "DependencyRow", "JobRow", "ServerRow", "TriggerRow", "WorkflowRow",
-           "utcnow"]
+class ApiKeyRow(SQLModel, table=True):
+    """An API key: only its SHA-256 is kept (keys are random, so a fast hash is enough, as
+    for GitHub's tokens); `prefix` is what a listing shows to tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), primary_key=True, max_length=36)
+    name: str = Field(max_length=100)
+    role: str = Field(max_length=16)
+    namespaces: str = Field(default='["*"]', sa_type=sa.Text)  # JSON list; "*" is every one
+    key_hash: str = Field(index=True, unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+    created_by: str | None = Field(default=None, max_length=36)
+    expires_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class AuditRow(SQLModel, table=True):
+    """One thing that changed something, by whom: append-only (nothing updates or deletes).
+
+    `event_key` makes recording idempotent where the same event can be seen twice (a run a
+    trigger started, seen by two API processes)."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), index=True)
+    actor: str = Field(max_length=150, index=True)  # key id, or trigger:<id>
+    actor_name: str | None = Field(default=None, max_length=100)
+    action: str = Field(max_length=100, index=True)
+    target: str | None = Field(default=None, max_length=300, index=True)
+    namespace: str | None = Field(default=None, max_length=63, index=True)
+    outcome: int
+    request_id: str | None = Field(default=None, max_length=64)
+    client: str | None = Field(default=None, max_length=100)
+    event_key: str | None = Field(default=None, max_length=200, unique=True)
+
+
+class NamespaceRow(SQLModel, table=True):
+    """An admin's settings for a namespace: its isolation and its admission policy."""
+
+    __tablename__ = "namespaces"
+
+    name: str = Field(primary_key=True, max_length=63)
+    isolation: str = Field(default="none", max_length=16)  # none | container
+    policy: str = Field(default="{}", sa_type=sa.Text)  # JSON, `schemas.namespaces.Policy`
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True))
+
+
+__all__ = ["ApiKeyRow", "AuditRow", "DeliveryRow", "DependencyRow", "JobRow", "NamespaceRow",
+           "ServerRow", "TriggerRow", "WorkflowRow", "utcnow"]

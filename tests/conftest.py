@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,11 +44,61 @@ class Stack:
     prefect_url: str
     process: subprocess.Popen[bytes]
 
-    def client(self, **kwargs: Any) -> httpx.Client:
+    @property
+    def admin_key(self) -> str:
+        """The first admin key, which `flowforge up` had the API write into the home."""
+        return (self.home / "admin.key").read_text().strip()
+
+    @property
+    def prefect_auth(self) -> str:
+        """The credential of the Prefect server `up` started (`user:password`)."""
+        return (self.home / "prefect-auth").read_text().strip()
+
+    def prefect_env(self, **extra: str) -> dict[str, str]:
+        """A clean environment for a process that talks to this stack's Prefect."""
+        return _child_env(PREFECT_API_URL=self.prefect_url,
+                          PREFECT_API_AUTH_STRING=self.prefect_auth, **extra)
+
+    def prefect_http(self, **kwargs: Any) -> httpx.Client:
+        """Plain HTTP to this stack's Prefect API, with its credential."""
+        user, _, password = self.prefect_auth.partition(":")
+        return httpx.Client(base_url=self.prefect_url, auth=(user, password),
+                            timeout=kwargs.pop("timeout", 60), **kwargs)
+
+    def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
+        """An API client sending `key` (default: the admin key)."""
         # Generous: on a loaded two-core machine Prefect on SQLite answers slowly, and the
         # API's Prefect client retries timeouts and 503s (Prefect's own backoff) before it
         # gives up; a request that takes over a minute then is slow, not broken.
-        return httpx.Client(base_url=self.api_url, timeout=180, **kwargs)
+        headers = {"Authorization": f"Bearer {key or self.admin_key}", **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.api_url, timeout=180, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's `tmp_path`, searchable (o+x, not listable) on the way down from /tmp: local jobs
+    run as `nobody` under a root worker, and the tests hand them paths in here, as a user
+    hands a job a directory it may use. A job that writes here needs `shared_dir`."""
+    for directory in (tmp_path, *tmp_path.parents):
+        if directory == Path(tempfile.gettempdir()) or directory == directory.parent:
+            break
+        directory.chmod(directory.stat().st_mode | 0o001)
+    return tmp_path
+
+
+@pytest.fixture
+def shared_dir(tmp_path: Path) -> Path:
+    """A directory any job may write to (as /tmp: world-writable, sticky)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
+
+def with_admin_key(client: Any, home: Path) -> Any:
+    """`client` (a started TestClient of an app on `home`) sending the home's admin key."""
+    client.headers["Authorization"] = f"Bearer {(home / 'admin.key').read_text().strip()}"
+    return client
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -99,8 +150,11 @@ def start_stack(home: Path, *args: str, **env: str) -> Iterator[Stack]:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             # The Prefect deadline just under the test client's 180 s: a CI machine running
             # the whole suite has made single run reads take over a minute.
+            # The receivers the jobs talk to listen on 127.0.0.1, as an operator's internal
+            # services would on a private address: allowed, as the operator would.
             env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS="0.5", FLOWFORGE_SYNC_INTERVAL="2",
-                           FLOWFORGE_PREFECT_DEADLINE="170", **env),
+                           FLOWFORGE_PREFECT_DEADLINE="170",
+                           **{"FLOWFORGE_EGRESS_ALLOW": "127.0.0.1", **env}),
             start_new_session=True,
         )
     api_url = f"http://127.0.0.1:{api_port}"

@@ -10,6 +10,7 @@
 | `/flaky/<key>/<n>` | 503 for the first `n` requests with that key, then 200 `{"attempts": k}` |
 | `/text` | 200 `text/plain` |
 | `/big` | 200, 600 KB of text |
+| `/redirect?to=<url>` | 302 to that URL |
 | anything else | 200 and the request is recorded in `posts` (what apprise `json://` sends) |
 
 `SmtpTarget` is aiosmtpd's controller with a handler keeping every delivered message.
@@ -76,6 +77,11 @@ class HttpTarget:
                         self._reply(200, {"attempts": outer.flaky[parts[1]]})
                 elif parts[0] == "text":
                     self._reply(200, b"plain words", "text/plain; charset=utf-8")
+                elif parts[0] == "redirect":
+                    self.send_response(302)
+                    self.send_header("Location", seen["query"]["to"])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 elif parts[0] == "big":
                     self._reply(200, b"x" * 600_000, "text/plain")
                 else:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import SessionDep, TargetDep
+from api.deps import Public, SessionDep, TargetDep
 from api.errors import error_response
 from flowforge.controlplane import store
 from flowforge.controlplane.client import prefect_client
@@ -16,7 +16,7 @@ from flowforge.controlplane.client import prefect_client
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[Public])
 async def healthz(session: SessionDep, target: TargetDep) -> JSONResponse:
     checks: dict[str, Any] = {"api": "ok"}
     try:

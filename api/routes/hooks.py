@@ -1,50 +1,34 @@
 """POST /hooks/{trigger_id}: a signed webhook delivery starts the workflow.
 
-The size limit comes first, before the body is read whole: an oversized request costs nothing.
+The size limit (the BodyLimit middleware) comes first, before the body is read whole: an
+oversized request costs nothing. No API key: the signature is the credential.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Request
 
-from fastapi import APIRouter, Header, Request
-
-from api.deps import SessionDep, SettingsDep, TargetDep
+from api.deps import LimitsDep, Public, SessionDep, SettingsDep, TargetDep
 from api.schemas.common import errors
 from api.schemas.triggers import HookAccepted
 from api.services import webhooks
-from flowforge.core.errors import PayloadTooLargeError
 
 router = APIRouter(tags=["webhooks"])
-MAX_BODY = 1024 * 1024
-
-
-async def _body(request: Request) -> bytes:
-    """The raw body, refused past 1 MiB without reading the rest (Content-Length or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise PayloadTooLargeError(f"the body is larger than {MAX_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLargeError(f"the body is larger than {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post("/hooks/{trigger_id}", status_code=202, response_model=HookAccepted,
-             responses=errors(401, 404, 413, 422, 503))
+             responses=errors(401, 404, 413, 422, 429, 503), dependencies=[Public])
 async def receive(
     trigger_id: str, request: Request, session: SessionDep, target: TargetDep,
-    settings: SettingsDep,
-    x_flowforge_signature: Annotated[str | None, Header()] = None,
-    x_flowforge_delivery: Annotated[str | None, Header(max_length=200)] = None,
+    settings: SettingsDep, limits: LimitsDep,
 ) -> HookAccepted:
-    body = await _body(request)
+    """Signed as the trigger's `verify` says: FlowForge's `X-FlowForge-Timestamp`,
+    `X-FlowForge-Delivery` and `X-FlowForge-Signature` by default, or GitHub's, Stripe's or
+    Slack's own headers."""
+    body = await request.body()
     return await webhooks.accept(session, target, settings, request.app.state.dispatcher,
                                  trigger_id, body, request.headers, request.query_params,
-                                 x_flowforge_signature, x_flowforge_delivery)
+                                 lambda: limits.hit(limits.hooks, trigger_id))
 
 
-__all__ = ["MAX_BODY", "router"]
+__all__ = ["router"]

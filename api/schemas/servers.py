@@ -33,6 +33,7 @@ class ServerCredentials(BaseModel):
 
 class ServerCreate(ServerBase, ServerCredentials):
     name: str = Field(pattern=NAME)
+    namespace: str = Field("default", max_length=63, description="who may use and manage it")
 
 
 class ServerUpdate(ServerBase, ServerCredentials):
@@ -48,6 +49,7 @@ class BreakerPublic(BaseModel):
 
 class ServerPublic(ServerBase):
     name: str
+    namespace: str = "default"
     breaker: BreakerPublic
     created_at: datetime
     updated_at: datetime

@@ -17,6 +17,7 @@ class SecretBody(BaseModel):
 
 class SecretName(BaseModel):
     name: str
+    namespace: str = "default"
 
 
 class VariableBody(BaseModel):
@@ -27,6 +28,7 @@ class VariableBody(BaseModel):
 class VariablePublic(BaseModel):
     key: str
     value: Any
+    namespace: str = "default"
 
 
 class LimitBody(BaseModel):

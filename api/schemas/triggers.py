@@ -31,6 +31,17 @@ class TriggerPatch(BaseModel):
     name: str | None = None
 
 
+class SecretRotation(BaseModel):
+    """How to rotate a webhook's secret."""
+
+    secret: str | None = Field(None, min_length=16, max_length=200, description=(
+        "the new secret, when the sender makes it (Stripe's and Slack's signing secrets); "
+        "default: a new random one, shown once in the answer"))
+    keep_previous_seconds: int = Field(86400, ge=0, le=30 * 86400, description=(
+        "how long the secret being replaced stays valid, so senders can move over "
+        "(0: it stops working now)"))
+
+
 class HookAccepted(BaseModel):
     status: Literal["started", "queued"] = Field(
         description="`queued`: stored, its run is created as soon as Prefect takes it (the same "
@@ -46,6 +57,8 @@ class EventIn(BaseModel):
     resource: dict[str, str] = Field(default_factory=dict, description="Resource labels; "
                                      "`prefect.resource.id` defaults to `flowforge.api`")
     payload: dict[str, Any] = Field(default_factory=dict)
+    namespace: str = Field("default", max_length=63,
+                           description="only event triggers of this namespace match the event")
 
 
 class EventAccepted(BaseModel):

@@ -24,6 +24,7 @@ class DeletionPending(BaseModel):
 
 class WorkflowSummary(BaseModel):
     name: str
+    namespace: str = "default"
     description: str | None
     version: int
     spec_hash: str

@@ -12,6 +12,8 @@ from prefect.exceptions import ObjectNotFound
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth import Principal
+from api.middleware import note
 from api.schemas.runs import (
     CancelResult,
     JobRunPublic,
@@ -59,6 +61,7 @@ async def create_run(session: AsyncSession, row: WorkflowRow, target: PrefectTar
 async def start(session: AsyncSession, target: PrefectTarget, row: WorkflowRow, ui_base: str,
                 inputs: dict[str, Any], idempotency_key: str | None) -> RunCreated:
     resolved = resolve_inputs(sync.spec_of(row), inputs)
+    note(target=f"workflow:{row.name}")
     key = f"manual:{idempotency_key or uuid.uuid4()}"
     trigger = {"id": None, "type": "manual", "idempotency_key": key}
     run_id = await create_run(session, row, target, {**resolved, "flowforge_trigger": trigger}, key)
@@ -72,16 +75,27 @@ async def _row_of(session: AsyncSession, flow_run: FlowRun) -> WorkflowRow | Non
         WorkflowRow.deployment_id == str(flow_run.deployment_id)))).first()
 
 
+def _visible(flow_run: FlowRun, row: WorkflowRow | None, who: Principal | None) -> None:
+    """"Not found" for a run of a workflow in a namespace `who` does not act in; a run whose
+    workflow FlowForge no longer knows is visible to keys of every namespace only."""
+    if who is not None and not (who.sees(row.namespace) if row is not None
+                                else who.every_namespace):
+        raise NotFoundError(f"run '{flow_run.id}' not found", details={"run_id": str(flow_run.id)})
+    note(target=f"run:{flow_run.id}", namespace=row.namespace if row is not None else None)
+
+
 async def finished_run(session: AsyncSession, target: PrefectTarget, run_id: str,
+                       who: Principal | None = None,
                        ) -> tuple[FlowRun, WorkflowRow, RunSummary | None]:
     """A terminal run, the stored workflow it belongs to and its published summary."""
     async with prefect_client(target) as client:
         flow_run = await runs.read_run(client, run_id)
+        row = await _row_of(session, flow_run)
+        _visible(flow_run, row, who)
         summary = await runs.read_run_summary(client, flow_run.id)
     if flow_run.state is None or not flow_run.state.is_final():
         raise ConflictError(f"run '{run_id}' has not ended ({runs.run_state(flow_run)}); "
                             "cancel it or wait", details={"run_id": run_id})
-    row = await _row_of(session, flow_run)
     if row is None or row.deleted:
         raise NotFoundError(f"the workflow of run '{run_id}' no longer exists",
                             details={"run_id": run_id})
@@ -93,8 +107,9 @@ def original_inputs(flow_run: FlowRun) -> dict[str, Any]:
 
 
 async def repair_run(session: AsyncSession, target: PrefectTarget, run_id: str, ui_base: str,
-                     extra: list[str], idempotency_key: str | None) -> RepairCreated:
-    flow_run, row, summary = await finished_run(session, target, run_id)
+                     extra: list[str], idempotency_key: str | None,
+                     who: Principal | None = None) -> RepairCreated:
+    flow_run, row, summary = await finished_run(session, target, run_id, who)
     if summary is None:
         raise ConflictError(f"run '{run_id}' published no job summary (it never started); "
                             "use POST /runs/{id}/rerun", details={"run_id": run_id})
@@ -113,8 +128,9 @@ async def repair_run(session: AsyncSession, target: PrefectTarget, run_id: str, 
 
 
 async def rerun_run(session: AsyncSession, target: PrefectTarget, run_id: str, ui_base: str,
-                    inputs: dict[str, Any], idempotency_key: str | None) -> RerunCreated:
-    flow_run, row, _ = await finished_run(session, target, run_id)
+                    inputs: dict[str, Any], idempotency_key: str | None,
+                    who: Principal | None = None) -> RerunCreated:
+    flow_run, row, _ = await finished_run(session, target, run_id, who)
     resolved = resolve_inputs(sync.spec_of(row), {**original_inputs(flow_run), **inputs})
     key = f"rerun:{run_id}:{idempotency_key or uuid.uuid4()}"
     trigger = {"id": None, "type": "rerun", "rerun_of": run_id, "idempotency_key": key}
@@ -124,12 +140,13 @@ async def rerun_run(session: AsyncSession, target: PrefectTarget, run_id: str, u
                         rerun_of=run_id)
 
 
-async def get_run(session: AsyncSession, target: PrefectTarget, run_id: str,
-                  ui_base: str) -> RunPublic:
+async def get_run(session: AsyncSession, target: PrefectTarget, run_id: str, ui_base: str,
+                  who: Principal | None = None) -> RunPublic:
     async with prefect_client(target) as client:
         flow_run = await runs.read_run(client, run_id)
-        summary = await runs.read_run_summary(client, flow_run.id)
         row = await _row_of(session, flow_run)
+        _visible(flow_run, row, who)
+        summary = await runs.read_run_summary(client, flow_run.id)
         workflow = (summary.workflow if summary else row.name if row is not None
                     else await runs.flow_name(client, flow_run))
     spec = sync.spec_of(row) if row is not None else None
@@ -182,18 +199,22 @@ async def list_runs(target: PrefectTarget, row: WorkflowRow, limit: int,
                         started_at=r.start_time, ended_at=r.end_time) for r in found]
 
 
-async def logs(target: PrefectTarget, run_id: str, limit: int, offset: int) -> list[LogLine]:
+async def logs(session: AsyncSession, target: PrefectTarget, run_id: str, limit: int,
+               offset: int, who: Principal | None = None) -> list[LogLine]:
     async with prefect_client(target) as client:
         flow_run = await runs.read_run(client, run_id)
+        _visible(flow_run, await _row_of(session, flow_run), who)
         lines = await runs.read_logs(client, flow_run.id, limit, offset)
     return [LogLine(timestamp=log.timestamp, level=_LEVELS.get(log.level, str(log.level)),
                     job=job, message=log.message) for log, job in lines]
 
 
-async def cancel(target: PrefectTarget, run_id: str) -> CancelResult:
+async def cancel(session: AsyncSession, target: PrefectTarget, run_id: str,
+                 who: Principal | None = None) -> CancelResult:
     """Ask Prefect to cancel the run; the worker stops its process and every job process."""
     async with prefect_client(target) as client:
         flow_run = await runs.read_run(client, run_id)
+        _visible(flow_run, await _row_of(session, flow_run), who)
         if flow_run.state is not None and flow_run.state.is_final():
             state = runs.run_state(flow_run)
             raise ConflictError(f"run '{run_id}' already ended ({state})",

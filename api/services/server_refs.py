@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth import Principal
 from api.tables import ServerRow, WorkflowRow
 from flowforge.core.errors import ConflictError, SpecError
 from flowforge.core.targets import SshTarget
@@ -27,13 +28,16 @@ def named_servers(wf: Workflow) -> dict[str, list[tuple[int, int]]]:
     return found
 
 
-async def check_servers(session: AsyncSession, wf: Workflow) -> None:
-    """422 for every job naming a server that is not registered; cheap when there is none."""
+async def check_servers(session: AsyncSession, wf: Workflow, who: Principal | None = None) -> None:
+    """422 for every job naming a server that is not registered, or is in a namespace the
+    defining key does not act in; cheap when there is none."""
     named = named_servers(wf)
     if not named:
         return
-    known = set((await session.exec(select(ServerRow.name).where(
-        col(ServerRow.name).in_(list(named))))).all())
+    known = {name for name, namespace in (await session.exec(
+        select(ServerRow.name, ServerRow.namespace).where(
+            col(ServerRow.name).in_(list(named))))).all()
+        if who is None or who.sees(namespace)}
     problems = [
         {"field": f"jobs[{i}].target.ssh.servers[{k}]", "job": wf.jobs[i].name,
          "message": f"job '{wf.jobs[i].name}': unknown server '{name}' (POST /servers "

@@ -15,6 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth import Principal
+from api.middleware import note
 from api.schemas.servers import (
     BreakerPublic,
     ServerBase,
@@ -25,6 +27,7 @@ from api.schemas.servers import (
     ServerUpdate,
 )
 from api.services.server_refs import refuse_if_used
+from api.services.store import namespace_of
 from api.settings import ApiSettings
 from api.tables import ServerRow, utcnow
 from flowforge.connectors.ssh import breaker_view, client_keys, connect, parse_host_key
@@ -54,7 +57,7 @@ def _credential(body: ServerCredentials, required: bool) -> Credential | None:
     return credential
 
 
-def _record(name: str, body: ServerBase) -> ServerRecord:
+def _record(name: str, body: ServerBase, namespace: str) -> ServerRecord:
     if body.host_key:
         try:
             parse_host_key(body.host_key)
@@ -64,34 +67,39 @@ def _record(name: str, body: ServerBase) -> ServerRecord:
         if not SERVER_NAME_RE.match(tag):
             raise InvalidRequestError(f"tags[{i}]", f"tag '{tag[:80]}' must be lowercase "
                                       "letters, digits and '-'")
-    return ServerRecord(name=name, **body.model_dump(include=set(ServerBase.model_fields)))
+    return ServerRecord(name=name, namespace=namespace,
+                        **body.model_dump(include=set(ServerBase.model_fields)))
 
 
-async def _row(session: AsyncSession, name: str) -> ServerRow:
+async def _row(session: AsyncSession, name: str, who: Principal) -> ServerRow:
     row = (await session.exec(select(ServerRow).where(ServerRow.name == name))).first()
-    if row is None:
+    if row is None or not who.sees(row.namespace):
         raise NotFoundError(f"server '{name}' not found", details={"server": name})
+    note(namespace=row.namespace, target=f"server:{name}")
     return row
 
 
 def _public(row: ServerRow, record: ServerRecord | None, breaker: BreakerState,
             threshold: int) -> ServerPublic:
-    base = record.model_dump(exclude={"name"}) if record else {
+    base = record.model_dump(exclude={"name", "namespace"}) if record else {
         "host": row.host, "port": row.port, "username": row.username,
         "tags": json.loads(row.tags)}
-    return ServerPublic(name=row.name, breaker=BreakerPublic(**breaker_view(breaker, threshold)),
+    return ServerPublic(name=row.name, namespace=row.namespace,
+                        breaker=BreakerPublic(**breaker_view(breaker, threshold)),
                         created_at=row.created_at, updated_at=row.updated_at, **base)
 
 
 async def create(session: AsyncSession, target: PrefectTarget, settings: ApiSettings,
-                 body: ServerCreate) -> ServerPublic:
-    record = _record(body.name, body)
+                 body: ServerCreate, who: Principal) -> ServerPublic:
+    namespace = namespace_of(who, body.namespace)
+    note(target=f"server:{body.name}")
+    record = _record(body.name, body, namespace)
     credential = _credential(body, required=True)
     if (await session.exec(select(ServerRow).where(ServerRow.name == body.name))).first():
         raise ConflictError(f"server '{body.name}' already exists; PUT /servers/{body.name} "
                             "replaces it", details={"server": body.name})
     await server_directory(target).save(record, credential)
-    row = ServerRow(name=record.name, host=record.host, port=record.port,
+    row = ServerRow(name=record.name, namespace=namespace, host=record.host, port=record.port,
                     username=record.username, tags=json.dumps(record.tags))
     session.add(row)
     try:
@@ -105,8 +113,9 @@ async def create(session: AsyncSession, target: PrefectTarget, settings: ApiSett
 
 
 async def list_servers(session: AsyncSession, target: PrefectTarget,
-                       settings: ApiSettings) -> list[ServerPublic]:
-    rows = (await session.exec(select(ServerRow).order_by(col(ServerRow.name)))).all()
+                       settings: ApiSettings, who: Principal) -> list[ServerPublic]:
+    rows = [r for r in (await session.exec(select(ServerRow).order_by(col(ServerRow.name)))).all()
+            if who.sees(r.namespace)]
     directory = server_directory(target)
     records, breakers = await directory.records(), await directory.breakers()
     return [_public(row, records.get(row.name), breakers.get(row.name, BreakerState()),
@@ -114,19 +123,26 @@ async def list_servers(session: AsyncSession, target: PrefectTarget,
 
 
 async def get(session: AsyncSession, target: PrefectTarget, settings: ApiSettings,
-              name: str) -> ServerPublic:
-    row = await _row(session, name)
+              name: str, who: Principal) -> ServerPublic:
+    row = await _row(session, name, who)
     directory = server_directory(target)
     return _public(row, await directory.record(name), await directory.breaker(name),
                    settings.ssh_breaker_failures)
 
 
 async def replace(session: AsyncSession, target: PrefectTarget, settings: ApiSettings,
-                  name: str, body: ServerUpdate) -> ServerPublic:
-    row = await _row(session, name)
-    record = _record(name, body)
-    credential = _credential(body, required=False)
+                  name: str, body: ServerUpdate, who: Principal) -> ServerPublic:
+    """A full replacement of the record. Moving a server (another host or port) needs its
+    credential again and its host key again (or `accept-new`), so the stored password is
+    never sent to a new address, and a key pinned for the old one is never trusted for it."""
+    row = await _row(session, name, who)
+    record = _record(name, body, row.namespace)
+    moved = (record.host, record.port) != (row.host, row.port)
+    credential = _credential(body, required=moved)
     directory = server_directory(target)
+    if not moved and not record.host_key:
+        stored = await directory.record(name)  # keep the key a worker pinned under accept-new
+        record.host_key = stored.host_key if stored is not None else None
     await directory.save(record, credential)
     row.host, row.port, row.username = record.host, record.port, record.username
     row.tags, row.updated_at = json.dumps(record.tags), utcnow()
@@ -136,8 +152,9 @@ async def replace(session: AsyncSession, target: PrefectTarget, settings: ApiSet
     return _public(row, record, await directory.breaker(name), settings.ssh_breaker_failures)
 
 
-async def delete(session: AsyncSession, target: PrefectTarget, name: str) -> None:
-    row = await _row(session, name)
+async def delete(session: AsyncSession, target: PrefectTarget, name: str,
+                 who: Principal) -> None:
+    row = await _row(session, name, who)
     await refuse_if_used(session, name)  # 409 naming the workflows
     await server_directory(target).delete(name)
     await session.delete(row)
@@ -145,9 +162,9 @@ async def delete(session: AsyncSession, target: PrefectTarget, name: str) -> Non
 
 
 async def test(session: AsyncSession, target: PrefectTarget, settings: ApiSettings,
-               name: str) -> ServerTestResult:
+               name: str, who: Principal) -> ServerTestResult:
     """Connect and log in now, bypassing the circuit breaker; a success closes it."""
-    await _row(session, name)
+    await _row(session, name, who)
     directory = server_directory(target)
     try:
         record, credential = await directory.server(name)

@@ -17,6 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth import ALL_NAMESPACES
 from api.tables import DependencyRow, JobRow, TriggerRow, WorkflowRow
 from flowforge.controlplane import deploy
 from flowforge.controlplane.client import PrefectTarget
@@ -88,14 +89,22 @@ async def sync_row(session: AsyncSession, row: WorkflowRow, target: PrefectTarge
         return row
 
 
-async def sync_all(session: AsyncSession, target: PrefectTarget,
-                   only_unsynced: bool = False) -> list[WorkflowRow]:
-    query = select(WorkflowRow).order_by(col(WorkflowRow.name))
+def _in_namespaces(query: Any, namespaces: frozenset[str] | None) -> Any:
+    if namespaces is None or ALL_NAMESPACES in namespaces:
+        return query
+    return query.where(col(WorkflowRow.namespace).in_(sorted(namespaces)))
+
+
+async def sync_all(session: AsyncSession, target: PrefectTarget, only_unsynced: bool = False,
+                   namespaces: frozenset[str] | None = None) -> list[WorkflowRow]:
+    """Sync every workflow (of `namespaces`, when given; orphaned automations are then left
+    for a sync of every namespace, since they belong to no namespace any more)."""
+    query = _in_namespaces(select(WorkflowRow).order_by(col(WorkflowRow.name)), namespaces)
     if only_unsynced:
         query = query.where(WorkflowRow.sync_status != "synced")
     rows = list((await session.exec(query)).all())
     done = [await sync_row(session, row, target, unless_synced=only_unsynced) for row in rows]
-    if not only_unsynced:
+    if not only_unsynced and _in_namespaces(True, namespaces) is True:
         try:  # automations of workflows deleted while Prefect was unreachable
             await deploy.orphan_automations(await live_names(session), target, delete=True)
         except PrefectUnavailableError as exc:
@@ -108,19 +117,22 @@ async def live_names(session: AsyncSession) -> set[str]:
         col(WorkflowRow.deleted).is_(False)))).all())
 
 
-async def drift_all(session: AsyncSession, target: PrefectTarget) -> dict[str, list[str]]:
+async def drift_all(session: AsyncSession, target: PrefectTarget,
+                    namespaces: frozenset[str] | None = None) -> dict[str, list[str]]:
     """Workflow -> what differs in Prefect (`flowforge sync --check`); writes nothing."""
-    rows = (await session.exec(select(WorkflowRow).order_by(col(WorkflowRow.name)))).all()
+    rows = (await session.exec(_in_namespaces(
+        select(WorkflowRow).order_by(col(WorkflowRow.name)), namespaces))).all()
     out: dict[str, list[str]] = {}
     for row in rows:
         if row.deleted:
             out[row.name] = ["deleted in FlowForge, not yet in Prefect"]
         else:
             out[row.name] = await deploy.drift(spec_of(row), target)
-    for name in await deploy.orphan_automations(await live_names(session), target,
-                                                      delete=False):
-        out.setdefault(name.split(":")[1], []).append(
-            f"automation {name} belongs to no FlowForge workflow")
+    if _in_namespaces(True, namespaces) is True:
+        for name in await deploy.orphan_automations(await live_names(session), target,
+                                                    delete=False):
+            out.setdefault(name.split(":")[1], []).append(
+                f"automation {name} belongs to no FlowForge workflow")
     return out
 
 

@@ -6,15 +6,17 @@ sync diffs by trigger id, so changing one trigger touches only its own Prefect o
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api.schemas.triggers import TriggerPublic
+from api.auth import Principal
+from api.schemas.triggers import SecretRotation, TriggerPublic
 from api.services import hook_keys, workflows
 from api.settings import ApiSettings
-from api.tables import TriggerRow, WorkflowRow
+from api.tables import TriggerRow, WorkflowRow, utcnow
 from flowforge.controlplane.client import PrefectTarget
 from flowforge.core.errors import NotFoundError, SpecError
 from flowforge.core.triggers import AnyTrigger, ScheduleTrigger, Trigger, next_fire_times
@@ -57,23 +59,26 @@ async def stored(session: AsyncSession, row: WorkflowRow) -> dict[str, TriggerRo
     return {r.id: r for r in await workflows.trigger_rows(session, row.id)}
 
 
-async def list_triggers(session: AsyncSession, name: str) -> list[TriggerPublic]:
-    row = await workflows.get_row(session, name)
+async def list_triggers(session: AsyncSession, name: str,
+                        who: Principal | None = None) -> list[TriggerPublic]:
+    row = await workflows.get_row(session, name, who)
     rows = await stored(session, row)
     return [public(row, t, rows.get(t.id or "")) for t in workflows.spec_of(row).triggers]
 
 
-async def get_trigger(session: AsyncSession, name: str, trigger_id: str) -> TriggerPublic:
-    row = await workflows.get_row(session, name)
+async def get_trigger(session: AsyncSession, name: str, trigger_id: str,
+                      who: Principal | None = None) -> TriggerPublic:
+    row = await workflows.get_row(session, name, who)
     wf = workflows.spec_of(row)
     trigger = wf.triggers[find(wf, trigger_id)]
     return public(row, trigger, (await stored(session, row)).get(trigger_id), detail=True)
 
 
 async def create_trigger(session: AsyncSession, target: PrefectTarget, settings: ApiSettings,
-                         name: str, body: dict[str, Any]) -> TriggerPublic:
+                         name: str, body: dict[str, Any],
+                         who: Principal | None = None) -> TriggerPublic:
     """Add a trigger. A webhook's answer carries its `secret`: the only time it is shown."""
-    row = await workflows.get_row(session, name)
+    row = await workflows.get_row(session, name, who)
     wf = workflows.spec_of(row)
     if body.get("id") is not None:
         raise SpecError([{"field": "id", "message": "trigger ids are assigned by FlowForge"}])
@@ -87,17 +92,17 @@ async def create_trigger(session: AsyncSession, target: PrefectTarget, settings:
     before = {t.id for t in wf.triggers}
     new = wf.model_copy(update={"triggers": [*wf.triggers, trigger]})
     new = await workflows.check_triggers(session, _validated(new, [
-        t.model_dump(mode="json", exclude_none=True) for t in new.triggers]), row)
+        t.model_dump(mode="json", exclude_none=True) for t in new.triggers]), row, who)
     added = next(t for t in new.triggers if t.id not in before)
     secret = hook_keys.new_secret() if added.type == "webhook" else None
     secrets = {added.id or "": hook_keys.seal(settings, secret)} if secret else {}
-    row = await workflows.replace(session, target, row, new, secrets)
+    row = await workflows.replace(session, target, row, new, secrets, who=who)
     return public(row, added, None, secret=secret, detail=True)
 
 
 async def patch_trigger(session: AsyncSession, target: PrefectTarget, name: str, trigger_id: str,
-                        changes: dict[str, Any]) -> TriggerPublic:
-    row = await workflows.get_row(session, name)
+                        changes: dict[str, Any], who: Principal | None = None) -> TriggerPublic:
+    row = await workflows.get_row(session, name, who)
     wf = workflows.spec_of(row)
     i = find(wf, trigger_id)
     for fixed in ("id", "type"):
@@ -107,40 +112,50 @@ async def patch_trigger(session: AsyncSession, target: PrefectTarget, name: str,
                                          "create another"}])
     docs = [t.model_dump(mode="json", exclude_none=True) for t in wf.triggers]
     docs[i] = {**docs[i], **changes}
-    row = await workflows.replace(session, target, row, _validated(wf, docs))
+    row = await workflows.replace(session, target, row, _validated(wf, docs), who=who)
     wf = workflows.spec_of(row)
     return public(row, wf.triggers[find(wf, trigger_id)],
                   (await stored(session, row)).get(trigger_id), detail=True)
 
 
 async def delete_trigger(session: AsyncSession, target: PrefectTarget, name: str,
-                         trigger_id: str) -> None:
+                         trigger_id: str, who: Principal | None = None) -> None:
     """Remove the trigger; the sync deletes its Prefect schedule or automation."""
-    row = await workflows.get_row(session, name)
+    row = await workflows.get_row(session, name, who)
     wf = workflows.spec_of(row)
     i = find(wf, trigger_id)
     new = wf.model_copy(update={"triggers": [t for j, t in enumerate(wf.triggers) if j != i]})
-    await workflows.replace(session, target, row, new)
+    await workflows.replace(session, target, row, new, who=who)
 
 
 async def rotate_secret(session: AsyncSession, settings: ApiSettings, name: str,
-                        trigger_id: str) -> TriggerPublic:
-    """Set a new webhook secret (the old one stops working) and show it, once.
+                        trigger_id: str, who: Principal | None = None,
+                        rotation: SecretRotation | None = None) -> TriggerPublic:
+    """Set a new webhook secret and show it, once, when it was made here; the previous one
+    stays valid for `rotation.keep_previous_seconds`.
 
     Also how a webhook defined in a document gets its first secret.
     """
-    row = await workflows.get_row(session, name)
+    rotation = rotation or SecretRotation()
+    row = await workflows.get_row(session, name, who)
     wf = workflows.spec_of(row)
     trigger = wf.triggers[find(wf, trigger_id)]
     if trigger.type != "webhook":
         raise SpecError([{"field": "type", "message": f"trigger '{trigger_id}' is a "
                           f"{trigger.type} trigger; only webhooks have secrets"}])
-    secret = hook_keys.new_secret()
+    secret = rotation.secret or hook_keys.new_secret()
     row_of_trigger = (await stored(session, row))[trigger_id]
+    if row_of_trigger.secret and rotation.keep_previous_seconds:
+        row_of_trigger.previous_secret = row_of_trigger.secret
+        row_of_trigger.previous_until = utcnow() + timedelta(
+            seconds=rotation.keep_previous_seconds)
+    else:
+        row_of_trigger.previous_secret = row_of_trigger.previous_until = None
     row_of_trigger.secret = hook_keys.seal(settings, secret)
     session.add(row_of_trigger)
     await session.commit()
-    return public(row, trigger, row_of_trigger, secret=secret)
+    return public(row, trigger, row_of_trigger,
+                  secret=None if rotation.secret else secret)
 
 
 __all__ = ["create_trigger", "delete_trigger", "find", "get_trigger", "list_triggers",

@@ -10,13 +10,14 @@ from __future__ import annotations
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth import Principal
 from api.tables import WorkflowRow
 from flowforge.core.errors import SpecError
 from flowforge.core.workflow import Workflow
 from flowforge.core.workflow_calls import call_problems, calls
 
 
-async def check_calls(session: AsyncSession, wf: Workflow) -> None:
+async def check_calls(session: AsyncSession, wf: Workflow, who: Principal | None = None) -> None:
     """Raise `SpecError` (422) naming each bad `workflow` job of `wf`; cheap when it has none.
 
     A workflow with no workflow jobs can still close a cycle (b calls a, now a calls b is
@@ -26,7 +27,9 @@ async def check_calls(session: AsyncSession, wf: Workflow) -> None:
     if not calls(wf):
         return
     rows = await session.exec(select(WorkflowRow).where(col(WorkflowRow.deleted).is_(False)))
-    stored = {row.name: Workflow.model_validate_json(row.spec) for row in rows.all()}
+    # A workflow in a namespace the defining key does not act in is not there for it.
+    stored = {row.name: Workflow.model_validate_json(row.spec) for row in rows.all()
+              if who is None or who.sees(row.namespace) or row.name == wf.name}
     problems = call_problems(wf, stored)
     if problems:
         raise SpecError(problems)

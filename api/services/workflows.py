@@ -18,8 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.auth import PermissionDeniedError, Principal
+from api.middleware import note
 from api.schemas.workflows import SyncStatus, WorkflowPublic, WorkflowSummary
-from api.services import sync
+from api.services import policies, sync
 from api.services.server_refs import check_servers
 from api.services.workflow_calls import check_calls
 from api.tables import DependencyRow, JobRow, TriggerRow, WorkflowRow, utcnow
@@ -40,11 +42,28 @@ from flowforge.core.workflow import Workflow, effective_needs, spec_hash, spec_j
 _TRIGGER: TypeAdapter[Any] = TypeAdapter(Trigger)
 
 
-async def get_row(session: AsyncSession, name: str) -> WorkflowRow:
+async def get_row(session: AsyncSession, name: str, who: Principal | None = None) -> WorkflowRow:
+    """A stored workflow; "not found" too when it is in a namespace `who` does not act in."""
     row = (await session.exec(select(WorkflowRow).where(WorkflowRow.name == name))).first()
-    if row is None or row.deleted:
+    if row is None or row.deleted or (who is not None and not who.sees(row.namespace)):
         raise NotFoundError(f"workflow '{name}' not found", details={"workflow": name})
+    note(namespace=row.namespace, target=f"workflow:{name}")
     return row
+
+
+async def list_rows(session: AsyncSession, who: Principal) -> list[WorkflowRow]:
+    query = select(WorkflowRow).where(col(WorkflowRow.deleted).is_(False))
+    if not who.every_namespace:
+        query = query.where(col(WorkflowRow.namespace).in_(sorted(who.namespaces)))
+    return list((await session.exec(query.order_by(col(WorkflowRow.name)))).all())
+
+
+def act_in(who: Principal, namespace: str) -> None:
+    """403 for a key that defines something in a namespace it does not act in."""
+    if not who.sees(namespace):
+        raise PermissionDeniedError(f"key '{who.name}' does not act in namespace '{namespace}'",
+                                    details={"namespace": namespace})
+    note(namespace=namespace)
 
 
 def _children(row_id: int, wf: Workflow) -> list[Any]:
@@ -100,15 +119,20 @@ async def refuse_if_depended_on(session: AsyncSession, name: str) -> None:
                             details={"workflow": name, "dependants": users})
 
 
-async def check_triggers(session: AsyncSession, wf: Workflow,
-                         existing: WorkflowRow | None) -> Workflow:
-    """Give triggers stable ids and check the rules that span workflows; 422 on any problem."""
+async def check_triggers(session: AsyncSession, wf: Workflow, existing: WorkflowRow | None,
+                         who: Principal | None = None) -> Workflow:
+    """Give triggers stable ids and check the rules that span workflows; 422 on any problem.
+
+    An upstream in a namespace `who` does not act in is as unknown as one that does not exist.
+    """
     stored = [(r.id, r.type, r.name, config_key_of(r))
               for r in await trigger_rows(session, existing.id if existing else None)]
     wf = wf.model_copy(update={"triggers": assign_ids(list(wf.triggers), stored)})
     problems = duplicate_problems(list(wf.triggers))
-    known = set((await session.exec(select(WorkflowRow.name).where(
-        col(WorkflowRow.deleted).is_(False)))).all())
+    known = {name for name, namespace in (await session.exec(
+        select(WorkflowRow.name, WorkflowRow.namespace).where(
+            col(WorkflowRow.deleted).is_(False)))).all()
+        if who is None or who.sees(namespace)}
     edges = await _dependency_edges(session, exclude=wf.name)
     mine: set[str] = set()
     for i, trigger in enumerate(wf.triggers):
@@ -153,16 +177,17 @@ async def _store_triggers(session: AsyncSession, row_id: int, wf: Workflow,
 
 
 async def store(session: AsyncSession, wf: Workflow, existing: WorkflowRow | None,
-                secrets: dict[str, str] | None = None) -> WorkflowRow:
+                secrets: dict[str, str] | None = None,
+                who: Principal | None = None) -> WorkflowRow:
     """Insert or replace a workflow and its rows in one transaction (committed here).
 
     `secrets` maps webhook trigger ids to sealed secrets to set (new or rotated).
     """
-    wf = await check_triggers(session, wf, existing)
+    wf = await check_triggers(session, wf, existing, who)
     digest = spec_hash(wf)
     if existing is None:
-        row = WorkflowRow(name=wf.name, description=wf.description, spec_hash=digest,
-                          spec=spec_json(wf))
+        row = WorkflowRow(name=wf.name, namespace=wf.ns, description=wf.description,
+                          spec_hash=digest, spec=spec_json(wf))
         session.add(row)
         await session.flush()
     else:
@@ -172,6 +197,7 @@ async def store(session: AsyncSession, wf: Workflow, existing: WorkflowRow | Non
         if row.spec_hash != digest or row.version == 0:
             row.version += 1
         row.description, row.spec_hash, row.spec = wf.description, digest, spec_json(wf)
+        row.namespace = wf.ns
         row.updated_at = utcnow()
         row.sync_status = "pending"
         await _delete_children(session, row.id, (JobRow, DependencyRow))  # type: ignore[arg-type]
@@ -185,7 +211,8 @@ async def store(session: AsyncSession, wf: Workflow, existing: WorkflowRow | Non
 def summary(row: WorkflowRow) -> WorkflowSummary:
     spec = json.loads(row.spec)
     return WorkflowSummary(
-        name=row.name, description=row.description, version=row.version,
+        name=row.name, namespace=row.namespace, description=row.description,
+        version=row.version,
         spec_hash=row.spec_hash, jobs=len(spec.get("jobs", [])), updated_at=row.updated_at,
         sync=SyncStatus(status=row.sync_status,
                         error=row.sync_error, deployment_id=row.deployment_id),
@@ -197,15 +224,19 @@ def public(row: WorkflowRow) -> WorkflowPublic:
                           spec=json.loads(row.spec))
 
 
-async def check_document(session: AsyncSession, wf: Workflow) -> None:
+async def check_document(session: AsyncSession, wf: Workflow, who: Principal | None) -> None:
     """The rules of a document that need the other stored workflows and servers; 422/409.
 
-    Sub-workflow targets and call cycles, registered SSH servers, and a module name no other
-    workflow compiles to (`a-b` and `a_b` would both be `flows/a_b.py`, and a run of one
-    would execute the other's code).
+    Sub-workflow targets and call cycles, registered SSH servers, what the defining key may
+    read of other namespaces (a called workflow, an upstream, a server), the namespace's own
+    policy, and a module name no other workflow compiles to (`a-b` and `a_b` would both be
+    `flows/a_b.py`, and a run of one would execute the other's code).
     """
-    await check_calls(session, wf)
-    await check_servers(session, wf)
+    if who is not None:
+        act_in(who, wf.ns)
+    await check_calls(session, wf, who)
+    await check_servers(session, wf, who)
+    await policies.check(session, wf)
     other = module_collision(wf.name, list(await sync.live_names(session)))
     if other is not None:
         raise ConflictError(f"workflow '{wf.name}' would compile to the same module as workflow "
@@ -213,15 +244,17 @@ async def check_document(session: AsyncSession, wf: Workflow) -> None:
                             details={"workflow": wf.name, "conflicts_with": other})
 
 
-async def create(session: AsyncSession, target: PrefectTarget, wf: Workflow) -> WorkflowRow:
+async def create(session: AsyncSession, target: PrefectTarget, wf: Workflow,
+                 who: Principal | None = None) -> WorkflowRow:
     """Store a new workflow and sync it to Prefect; 409 if the name is taken."""
-    await check_document(session, wf)
+    await check_document(session, wf, who)
+    note(target=f"workflow:{wf.name}")
     existing = (await session.exec(select(WorkflowRow).where(WorkflowRow.name == wf.name))).first()
     if existing is not None and not existing.deleted:
         raise ConflictError(f"workflow '{wf.name}' already exists; PUT /workflows/{wf.name} "
                             "replaces it", details={"workflow": wf.name})
     try:
-        row = await store(session, wf, existing)
+        row = await store(session, wf, existing, who=who)
     except IntegrityError as exc:
         await session.rollback()
         raise ConflictError(f"workflow '{wf.name}' already exists",
@@ -230,20 +263,23 @@ async def create(session: AsyncSession, target: PrefectTarget, wf: Workflow) -> 
 
 
 async def replace(session: AsyncSession, target: PrefectTarget, row: WorkflowRow, wf: Workflow,
-                  secrets: dict[str, str] | None = None) -> WorkflowRow:
-    """Replace a stored workflow's document (triggers keep their ids) and sync it."""
+                  secrets: dict[str, str] | None = None,
+                  who: Principal | None = None) -> WorkflowRow:
+    """Replace a stored workflow's document (triggers keep their ids) and sync it; moving it
+    to another namespace needs a key that acts in both."""
     if wf.name != row.name:
         raise SpecError([{"field": "name", "message": f"the document's name '{wf.name}' does "
                           f"not match the URL's '{row.name}'; renaming is not supported"}])
-    await check_document(session, wf)
-    row = await store(session, wf, row, secrets)
+    await check_document(session, wf, who)
+    row = await store(session, wf, row, secrets, who=who)
     return await sync.sync_row(session, row, target)
 
 
-async def delete_workflow(session: AsyncSession, target: PrefectTarget, name: str) -> WorkflowRow | None:
+async def delete_workflow(session: AsyncSession, target: PrefectTarget, name: str,
+                          who: Principal | None = None) -> WorkflowRow | None:
     """Delete a workflow (409 while others depend on it); the row if Prefect did not let go
     of it in time (the sync loop finishes the job), else None."""
-    row = await get_row(session, name)
+    row = await get_row(session, name, who)
     await refuse_if_depended_on(session, name)
     row.deleted, row.sync_status = True, "pending"
     session.add(row)
@@ -254,5 +290,6 @@ async def delete_workflow(session: AsyncSession, target: PrefectTarget, name: st
 
 spec_of = sync.spec_of
 
-__all__ = ["check_document", "check_triggers", "create", "delete_workflow", "dependants",
-           "get_row", "public", "replace", "spec_of", "store", "summary", "trigger_rows"]
+__all__ = ["act_in", "check_document", "check_triggers", "create", "delete_workflow",
+           "dependants", "get_row", "list_rows", "public", "replace", "spec_of", "store",
+           "summary", "trigger_rows"]

@@ -9,12 +9,16 @@ serves tests and benchmarks that talk to sshd without Prefect.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, suppress
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from flowforge.connectors.prefect_store import put_variable, variables_by_prefix
 from flowforge.core.errors import SshError
+from flowforge.core.names import DEFAULT_NAMESPACE
 from flowforge.core.servers import (
     BREAKER_PREFIX,
     RECORD_PREFIX,
@@ -30,13 +34,28 @@ class ServerDirectory(Protocol):
 
     async def server(self, name: str) -> tuple[ServerRecord, Credential]: ...
 
-    async def names_with_tag(self, tag: str) -> list[str]: ...
+    async def names_with_tag(self, tag: str, namespace: str = DEFAULT_NAMESPACE) -> list[str]: ...
 
     async def pin_host_key(self, name: str, host_key: str) -> None: ...
 
     async def breaker(self, name: str) -> BreakerState: ...
 
     async def save_breaker(self, name: str, state: BreakerState) -> None: ...
+
+
+log = logging.getLogger("flowforge.servers")
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _valid(model: type[_M], value: Any, name: str) -> _M | None:
+    """A stored record as `model`, or None (logged) when it is not one: a record written by
+    hand in Prefect must not make every server unreadable."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        log.warning("server %r: its stored %s is not valid and is ignored (%d problems)",
+                    name, model.__name__, exc.error_count())
+        return None
 
 
 def _unknown(name: str) -> SshError:
@@ -59,8 +78,9 @@ class MemoryDirectory:
         except KeyError:
             raise _unknown(name) from None
 
-    async def names_with_tag(self, tag: str) -> list[str]:
-        return sorted(n for n, (r, _) in self.servers.items() if tag in r.tags)
+    async def names_with_tag(self, tag: str, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
+        return sorted(n for n, (r, _) in self.servers.items()
+                      if tag in r.tags and r.namespace == namespace)
 
     async def pin_host_key(self, name: str, host_key: str) -> None:
         record, credential = self.servers[name]
@@ -97,7 +117,7 @@ class PrefectDirectory:
     async def record(self, name: str) -> ServerRecord | None:
         async with self._client() as client:
             variable = await client.read_variable_by_name(RECORD_PREFIX + name)
-        return None if variable is None else ServerRecord.model_validate(variable.value)
+        return None if variable is None else _valid(ServerRecord, variable.value, name)
 
     async def server(self, name: str) -> tuple[ServerRecord, Credential]:
         from prefect.blocks.system import Secret
@@ -114,24 +134,27 @@ class PrefectDirectory:
 
     async def records(self) -> dict[str, ServerRecord]:
         found = await self._by_prefix(RECORD_PREFIX)
-        return {name: ServerRecord.model_validate(value) for name, value in found.items()}
+        records = {name: _valid(ServerRecord, value, name) for name, value in found.items()}
+        return {name: record for name, record in records.items() if record is not None}
 
     async def breakers(self) -> dict[str, BreakerState]:
         found = await self._by_prefix(BREAKER_PREFIX)
-        return {name: BreakerState.model_validate(value) for name, value in found.items()}
+        return {name: _valid(BreakerState, value, name) or BreakerState()
+                for name, value in found.items()}
 
     async def _by_prefix(self, prefix: str) -> dict[str, Any]:
         async with self._client() as client:
             return await variables_by_prefix(client, prefix)
 
-    async def names_with_tag(self, tag: str) -> list[str]:
+    async def names_with_tag(self, tag: str, namespace: str = DEFAULT_NAMESPACE) -> list[str]:
         return sorted(name for name, record in (await self.records()).items()
-                      if tag in record.tags)
+                      if tag in record.tags and record.namespace == namespace)
 
     async def breaker(self, name: str) -> BreakerState:
         async with self._client() as client:
             variable = await client.read_variable_by_name(BREAKER_PREFIX + name)
-        return BreakerState() if variable is None else BreakerState.model_validate(variable.value)
+        return BreakerState() if variable is None else (
+            _valid(BreakerState, variable.value, name) or BreakerState())
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -174,10 +197,12 @@ class PrefectDirectory:
                 pass
 
 
-async def resolve(directory: ServerDirectory, servers: list[str], tags: list[str]) -> list[str]:
-    """The servers a target names, listed ones first, then those carrying any of the tags."""
+async def resolve(directory: ServerDirectory, servers: list[str], tags: list[str],
+                  namespace: str = DEFAULT_NAMESPACE) -> list[str]:
+    """The servers a target names, listed ones first, then those of the job's namespace that
+    carry any of the tags (named servers were checked against the defining key already)."""
     names = list(servers)
-    for found in await asyncio.gather(*(directory.names_with_tag(t) for t in tags)):
+    for found in await asyncio.gather(*(directory.names_with_tag(t, namespace) for t in tags)):
         names.extend(n for n in found if n not in names)
     if not names:
         raise SshError("no_server", "no registered server carries the tag"

@@ -44,12 +44,18 @@ class CompiledFlow:
         return f"flows/{self.module}.py:{self.function}"
 
     def write(self, flows_dir: Path) -> Path:
-        """Write the module and its JSON; each file is replaced atomically."""
+        """Write the module and its JSON; each file is replaced atomically.
+
+        Readable by all whatever the umask (the API's is 077): docker-pool flow runs read
+        them as a non-root user, and they hold no secret.
+        """
         flows_dir.mkdir(parents=True, exist_ok=True)
+        flows_dir.chmod(0o755)
         for suffix, text in ((".json", self.spec_json), (".py", self.source)):
             target = flows_dir / f"{self.module}{suffix}"
             tmp = target.with_suffix(suffix + ".tmp")
             tmp.write_text(text)
+            tmp.chmod(0o644)
             tmp.replace(target)
         return flows_dir / f"{self.module}.py"
 

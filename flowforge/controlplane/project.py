@@ -50,7 +50,9 @@ def write_prefect_yaml(project_dir: Path, work_pool: str, pull_dir: str | None =
             + yaml.safe_dump(doc, sort_keys=False))
     path = project_dir / "prefect.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o755)  # read by docker-pool flow runs as a non-root user
     path.write_text(text)
+    path.chmod(0o644)
     return path
 
 

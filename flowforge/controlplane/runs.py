@@ -7,6 +7,7 @@ run is terminal. Prefect's task-run rows are not used for job states: they trail
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +18,9 @@ from prefect.client.schemas.filters import (
     ArtifactFilterType,
     DeploymentFilter,
     DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterStartTime,
+    FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
     TaskRunFilter,
@@ -90,6 +94,15 @@ async def list_runs(client: PrefectClient, deployment_id: str, limit: int,
         sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit, offset=offset))
 
 
+async def started_since(client: PrefectClient, since: datetime,
+                        limit: int = 200) -> list[FlowRun]:
+    """FlowForge's runs that started after `since`, oldest first."""
+    return list(await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since),
+                                      tags=FlowRunFilterTags(all_=TAGS)),
+        sort=FlowRunSort.START_TIME_ASC, limit=limit))
+
+
 async def read_logs(client: PrefectClient, run_id: UUID, limit: int,
                     offset: int) -> list[tuple[Log, str | None]]:
     """A page of the run's log lines, each with the name of the job (task run) it came from."""
@@ -120,4 +133,4 @@ async def cancel_run(client: PrefectClient, flow_run: FlowRun) -> StateType:
 
 
 __all__ = ["TAGS", "cancel_run", "create_run", "flow_name", "list_runs", "read_logs", "read_run",
-           "read_run_summary", "run_state", "ui_url"]
+           "read_run_summary", "run_state", "started_since", "ui_url"]

@@ -1,12 +1,13 @@
 """What FlowForge keeps in Prefect besides deployments: secrets, variables, limits, events.
 
-Prefect is the only store of each, so workers read them without FlowForge. The names that
-FlowForge itself uses inside these stores (SSH server records and credentials) are kept out
-of the listings here; the API refuses to write them.
+Prefect is the only store of each, so workers read them without FlowForge. Names here are as
+Prefect holds them; which namespace a name belongs to, and which names FlowForge keeps to
+itself, is `flowforge.core.names`' business and the caller's.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -23,11 +24,10 @@ from prefect.events.clients import PrefectEventsClient
 from prefect.exceptions import ObjectNotFound
 from websockets.exceptions import WebSocketException
 
-from flowforge.connectors.prefect_store import put_variable
+from flowforge.connectors.prefect_store import PAGE, put_variable
 from flowforge.connectors.servers import PrefectDirectory
 from flowforge.controlplane.client import PrefectTarget, prefect_client
 from flowforge.core.errors import NotFoundError, PrefectUnavailableError
-from flowforge.core.servers import SECRET_PREFIX as SSH_SECRET_PREFIX
 
 SECRET_BLOCK_TYPE = "secret"
 
@@ -35,17 +35,23 @@ SECRET_BLOCK_TYPE = "secret"
 # -- secrets ----------------------------------------------------------------------------------
 
 
-async def secret_names(client: PrefectClient, limit: int, offset: int) -> list[str]:
-    """Names only: values are write-only."""
-    try:
-        documents = await client.read_block_documents_by_type(
-            SECRET_BLOCK_TYPE, offset=offset, limit=limit, include_secrets=False)
-    except httpx.HTTPStatusError as exc:  # no Secret block type registered on this server
-        if exc.response.status_code == 404:
-            return []
-        raise
-    return [d.name for d in documents
-            if d.name and not d.is_anonymous and not d.name.startswith(SSH_SECRET_PREFIX)]
+async def iter_secret_names(client: PrefectClient) -> AsyncIterator[str]:
+    """Every named secret's name, page by page (values are write-only)."""
+    offset = 0
+    while True:
+        try:
+            documents = await client.read_block_documents_by_type(
+                SECRET_BLOCK_TYPE, offset=offset, limit=PAGE, include_secrets=False)
+        except httpx.HTTPStatusError as exc:  # no Secret block type registered on this server
+            if exc.response.status_code == 404:
+                return
+            raise
+        for d in documents:
+            if d.name and not d.is_anonymous:
+                yield d.name
+        if len(documents) < PAGE:
+            return
+        offset += PAGE
 
 
 async def put_secret(client: PrefectClient, name: str, value: str) -> None:
@@ -64,10 +70,18 @@ async def delete_secret(client: PrefectClient, name: str) -> None:
 # -- variables --------------------------------------------------------------------------------
 
 
-async def list_variables(client: PrefectClient, limit: int, offset: int) -> list[Variable]:
-    response = await client.request("POST", "/variables/filter",
-                                    json={"limit": limit, "offset": offset})
-    return Variable.model_validate_list(response.json())
+async def iter_variables(client: PrefectClient) -> AsyncIterator[Variable]:
+    """Every variable, page by page."""
+    offset = 0
+    while True:
+        response = await client.request("POST", "/variables/filter",
+                                        json={"limit": PAGE, "offset": offset})
+        page = Variable.model_validate_list(response.json())
+        for variable in page:
+            yield variable
+        if len(page) < PAGE:
+            return
+        offset += PAGE
 
 
 async def get_variable(client: PrefectClient, key: str) -> Any:
@@ -153,11 +167,11 @@ __all__ = [
     "get_limit",
     "get_variable",
     "health",
+    "iter_secret_names",
+    "iter_variables",
     "list_limits",
-    "list_variables",
     "put",
     "put_limit",
     "put_secret",
-    "secret_names",
     "server_directory",
 ]

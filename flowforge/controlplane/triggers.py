@@ -8,7 +8,8 @@ FlowForge wants against what Prefect has and touch only what differs:
   `prefect.flow-run.Completed` / `Failed` / `Crashed` events related to the upstream
   deployment(s) by name (one EventTrigger for `any`, a CompoundTrigger `require: all` with a
   `within` window for `all`) and whose action is RunDeployment on the workflow's deployment;
-* event      -> an automation on the named event and resource labels;
+* event      -> an automation on the named event and resource labels, and the workflow's
+  namespace (`flowforge.namespace`, which POST /events puts on every event);
 * webhook    -> nothing in Prefect: the API receives the POST and creates the run itself.
 
 Matching upstreams by deployment *name* (deployment name = workflow name) rather than id keeps
@@ -48,6 +49,8 @@ EVENTS = {
 }
 # Rendered by Prefect when the automation fires: every event of the firing (one per upstream
 # for a compound trigger), so the downstream run can read each upstream run's outputs.
+#: The resource label POST /events puts on every event: the namespace it was emitted in.
+NAMESPACE_LABEL = "flowforge.namespace"
 UPSTREAM_RUNS = "{% for e in events %}{{ e.resource.id }} {% endfor %}"
 
 
@@ -98,7 +101,10 @@ def desired_automations(wf: Workflow, deployment_id: UUID) -> dict[str, Automati
         if isinstance(t, DependencyTrigger):
             trigger = _dependency_trigger(t)
         elif isinstance(t, FFEventTrigger):
-            trigger = EventTrigger(expect={t.event}, match=t.match,
+            # Only events emitted in the workflow's own namespace (POST /events labels each):
+            # a key of another namespace must not be able to start this workflow.
+            trigger = EventTrigger(expect={t.event},
+                                   match={**t.match, NAMESPACE_LABEL: wf.ns},
                                    posture=Posture.Reactive, threshold=1, within=timedelta(0))
         else:
             continue
@@ -249,6 +255,7 @@ def orphans(automations: list[Automation], workflows: set[str]) -> list[Automati
 
 __all__ = [
     "EVENTS",
+    "NAMESPACE_LABEL",
     "PREFIX",
     "Plan",
     "apply",

@@ -18,7 +18,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flowforge.core.names import SERVER_NAME_RE
+from flowforge.core.names import DEFAULT_NAMESPACE, SERVER_NAME_RE
 
 RECORD_PREFIX: Final = "flowforge-server-"
 BREAKER_PREFIX: Final = "flowforge-breaker-"
@@ -33,6 +33,8 @@ class ServerRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str = Field(pattern=SERVER_NAME_RE.pattern)
+    #: Whose it is: a job resolves tags among its own namespace's servers only.
+    namespace: str = DEFAULT_NAMESPACE
     host: str = Field(min_length=1, max_length=255)
     port: int = Field(default=22, ge=1, le=65535)
     username: str = Field(min_length=1, max_length=64)

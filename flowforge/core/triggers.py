@@ -73,6 +73,9 @@ class DependencyTrigger(_Trigger):
 
 class WebhookTrigger(_Trigger):
     type: Literal["webhook"] = "webhook"
+    # Whose signature scheme deliveries carry: FlowForge's own, or the sender's, verified
+    # natively so the service can call FlowForge directly (api/services/signatures.py).
+    verify: Literal["flowforge", "github", "stripe", "slack"] = "flowforge"
     # Templates over `body`, `headers` and `query` of the delivery, rendered by the API.
     inputs: dict[str, Any] = Field(default_factory=dict)
 

@@ -21,7 +21,15 @@ from flowforge.core.document import parse_document
 from flowforge.core.errors import SpecError
 from flowforge.core.jobs import JOB_KINDS, JobBase, kind_of
 from flowforge.core.jobs.base import extra_roots, owners
-from flowforge.core.names import JOB_NAME_RE, SECRET_NAME_RE, WORKFLOW_NAME_RE, is_input_name
+from flowforge.core.names import (
+    JOB_NAME_RE,
+    NAMESPACE_RE,
+    RESERVED_NAMESPACES,
+    SECRET_NAME_RE,
+    WORKFLOW_NAME_RE,
+    is_input_name,
+    reserved_name_problem,
+)
 from flowforge.core.secretrefs import secret_refs
 from flowforge.core.workflow import Ancestry, Workflow, effective_needs, topological_order
 
@@ -114,6 +122,12 @@ def check_graph(wf: Workflow) -> list[dict[str, Any]]:
     if not WORKFLOW_NAME_RE.match(wf.name):
         problems.append(_problem("name", f"workflow name '{wf.name}' must be a lowercase slug "
                                  "(a-z, 0-9, '-', '_'; at most 63 characters)"))
+    if wf.namespace is not None and (not NAMESPACE_RE.match(wf.namespace)
+                                     or wf.namespace in RESERVED_NAMESPACES):
+        problems.append(_problem("namespace", f"namespace '{wf.namespace[:80]}' must be a "
+                                 "lowercase slug (letters, digits, single '-'; at most 41 "
+                                 "characters) and not one of "
+                                 + ", ".join(sorted(RESERVED_NAMESPACES))))
     for name in wf.inputs:
         if not is_input_name(name):
             problems.append(_problem(f"inputs.{name}", f"input name '{name}' must be a Python "
@@ -188,7 +202,10 @@ def secret_problem(field: str, job: JobBase | None, source: str) -> str | None:
         return f"secrets cannot be used in '{attr}' (only in {where}), so they are never published"
     for name in sorted(names):
         if not SECRET_NAME_RE.match(name):
-            return f"'{name}' is not a secret name (lowercase letters, digits and '-')"
+            return f"'{name}' is not a secret name (lowercase letters, digits and single '-')"
+        reserved = reserved_name_problem(name)
+        if reserved:
+            return f"secret '{name}' cannot be read by a job: {reserved}"
     return None
 
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from flowforge.core.names import VARIABLE_NAME_RE
+from flowforge.core.names import VARIABLE_NAME_RE, reserved_name_problem
 
 MAX_VALUE_CHARS: Final = 5000
 
 
 def name_problem(key: str) -> str | None:
     if not VARIABLE_NAME_RE.match(key):
-        return f"variable name '{key[:80]}' must be 1-255 lowercase letters, digits, '-' or '_'"
-    return None
+        return (f"variable name '{key[:80]}' must be 1-200 lowercase letters, digits, '-' or "
+                "'_' (no '--')")
+    reserved = reserved_name_problem(key)
+    return f"variable name '{key[:80]}': {reserved}" if reserved else None
 
 
 def value_problem(value: Any) -> str | None:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flowforge.core.inputs import InputSpec
 from flowforge.core.jobs import Job, JobBase, Need
+from flowforge.core.names import DEFAULT_NAMESPACE
 from flowforge.core.triggers import Trigger
 
 
@@ -37,12 +38,19 @@ class WorkflowSettings(_Model):
 
 class Workflow(_Model):
     name: str
+    #: Who may see and run it: a key acts only in its namespaces. None is `default` (left out
+    #: of the stored JSON, so documents from before namespaces keep their hash).
+    namespace: str | None = None
     description: str | None = None
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
     settings: WorkflowSettings = Field(default_factory=WorkflowSettings)
     jobs: list[Job]
     outputs: dict[str, Any] = Field(default_factory=dict)
     triggers: list[Trigger] = Field(default_factory=list)
+
+    @property
+    def ns(self) -> str:
+        return self.namespace or DEFAULT_NAMESPACE
 
     def job(self, name: str) -> JobBase:
         for job in self.jobs:

@@ -32,7 +32,6 @@ from flowforge.stack.up import reap_leftovers
 from tests.conftest import (
     BIN,
     Stack,
-    _child_env,
     create_workflow,
     free_port,
     jobs_by_name,
@@ -211,7 +210,7 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Itera
 def dapi(docker_stack: Stack) -> Iterator[httpx.Client]:
     # A longer timeout than the shared client's: a workflow POST deploys to Prefect, which
     # took over 60 s on this two-core machine while other test suites ran beside ours.
-    with httpx.Client(base_url=docker_stack.api_url, timeout=180) as client:
+    with docker_stack.client() as client:
         yield client
 
 
@@ -265,14 +264,22 @@ outputs: {rows: "{{ jobs.transform.output.rows }}"}
     assert job_containers(run["id"]) == []
 
 
-def test_host_network_needs_the_workflow_setting(dapi: httpx.Client) -> None:
-    doc = {"name": "host-net", "jobs": [{"name": "probe", "runtime": "bash", "script": "true",
-                                         "target": {"container": {"network": "host"}}}]}
+def test_host_network_needs_the_workflow_setting_and_the_namespace_policy(
+        dapi: httpx.Client) -> None:
+    """The document asks for the host's network; only an admin's namespace policy grants it."""
+    doc: dict[str, Any] = {"name": "host-net", "namespace": "hostnet", "jobs": [
+        {"name": "probe", "runtime": "bash", "script": "true",
+         "target": {"container": {"network": "host"}}}]}
     response = dapi.post("/workflows", json=doc)
     assert response.status_code == 422
     problem = response.json()["error"]["details"][0]
     assert problem["job"] == "probe" and problem["field"] == "jobs[0].target.container.network"
     doc["settings"] = {"allow_host_network": True}
+    refused = dapi.post("/workflows", json=doc)  # the document alone cannot grant it
+    assert refused.status_code == 422, refused.text
+    assert "namespace 'hostnet'" in refused.json()["error"]["details"][0]["message"]
+    granted = dapi.put("/namespaces/hostnet", json={"policy": {"allow_host_network": True}})
+    assert granted.status_code == 200, granted.text
     doc["jobs"][0]["script"] = "ls /sys/class/net | grep -qv '^lo$'"  # more than lo: the host's
     create_workflow(dapi, doc)
     assert run_workflow(dapi, "host-net", timeout=120)["state"] == "COMPLETED"
@@ -341,23 +348,24 @@ def test_killed_workers_container_is_reaped(docker_stack: Stack, dapi: httpx.Cli
 
     orphan_container(second, tmp_path, docker_stack.prefect_url)
     gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
-                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+                        env=docker_stack.prefect_env(), timeout=60)
     assert gc.returncode == 0, gc.stderr
     assert job_containers(second) == []
     assert "1 container(s) removed" in gc.stdout
 
     # What `flowforge up` runs before it starts the workers.
     orphan_container(second, tmp_path, docker_stack.prefect_url)
-    reap_leftovers(docker_stack.prefect_url, Console(file=io.StringIO()))
+    reap_leftovers(docker_stack.prefect_url, Console(file=io.StringIO()),
+                   auth=docker_stack.prefect_auth)
     assert job_containers(second) == []
 
     # Another Prefect's containers are not this gc's to judge.
     orphan_container(first, tmp_path, "http://127.0.0.1:9/api")
     gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
-                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+                        env=docker_stack.prefect_env(), timeout=60)
     assert "0 container(s) removed" in gc.stdout and len(job_containers(first)) == 1
     gc = subprocess.run([str(BIN / "flowforge"), "gc", "--all"], capture_output=True, text=True,
-                        env=_child_env(PREFECT_API_URL=docker_stack.prefect_url), timeout=60)
+                        env=docker_stack.prefect_env(), timeout=60)
     assert gc.returncode == 0 and job_containers(first) == []
 
 

@@ -39,7 +39,7 @@ def task_run_names(stack: Stack, run_id: str, expected: set[str]) -> set[str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     deadline = time.monotonic() + 60
-    with SyncPrefectClient(stack.prefect_url) as client:
+    with SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth) as client:
         while True:
             names = {t.name for t in client.read_task_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))}
@@ -155,11 +155,11 @@ jobs:
 
 
 def test_for_each_fans_out_three_at_a_time(api: httpx.Client, stack: Stack,
-                                           tmp_path: Path) -> None:
+                                           shared_dir: Path) -> None:
     for i in range(5):
-        (tmp_path / f"file{i}.csv").write_text("x\n" * (i + 1))
+        (shared_dir / f"file{i}.csv").write_text("x\n" * (i + 1))
     create_workflow(api, FANOUT)
-    run = run_workflow(api, "fanout", {"dir": str(tmp_path)})
+    run = run_workflow(api, "fanout", {"dir": str(shared_dir)})
     assert run["state"] == "COMPLETED", run
     jobs = jobs_by_name(run)
     items = jobs["process_file"]["output"]
@@ -225,9 +225,9 @@ jobs:
 
 
 def test_poll_until_done_backoff_and_cleanup_on_failure(api: httpx.Client,
-                                                       tmp_path: Path) -> None:
+                                                       shared_dir: Path) -> None:
     create_workflow(api, POLL)
-    counter = tmp_path / "counter"
+    counter = shared_dir / "counter"
     run = run_workflow(api, "poll-and-clean", {"counter": str(counter)})
     assert run["state"] == "FAILED"
     jobs = jobs_by_name(run)
@@ -273,7 +273,7 @@ def item_task_runs(stack: Stack, job: str, **scope: Any) -> int:
     """How many task runs named `job[...]` Prefect has recorded in `scope` (its count
     endpoint's `flow_runs` / `flows` filters); a count, not a read: these jobs have hundreds."""
     query = {**scope, "task_runs": {"name": {"like_": f"{job}["}}}
-    response = httpx.post(f"{stack.prefect_url}/task_runs/count", json=query, timeout=60)
+    response = stack.prefect_http().post("/task_runs/count", json=query)
     response.raise_for_status()
     return int(response.json())
 
@@ -335,7 +335,6 @@ def test_sigterm_to_a_directly_run_flow_drops_the_queued_items(stack: Stack,
     import subprocess
     import sys
 
-    from tests.conftest import _child_env
 
     total, name = 2000, f"sigterm-map-{tmp_path.name[-8:]}"
     document = {"name": name, "jobs": [
@@ -343,7 +342,7 @@ def test_sigterm_to_a_directly_run_flow_drops_the_queued_items(stack: Stack,
          "for_each": f"{{{{ range({total}) | list }}}}", "max_parallel": 10}]}
     proc = subprocess.Popen(
         [sys.executable, "-c", _DIRECT_RUN, json.dumps(document), str(tmp_path / "flows")],
-        env=_child_env(PREFECT_API_URL=stack.prefect_url), stdout=subprocess.PIPE,
+        env=stack.prefect_env(), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     in_flow = {"flows": {"name": {"any_": [name]}}}
     deadline = time.monotonic() + 120
@@ -358,7 +357,8 @@ def test_sigterm_to_a_directly_run_flow_drops_the_queued_items(stack: Stack,
     assert 20 <= item_task_runs(stack, "each", **in_flow) < total // 2, output[-3000:]
 
 
-def test_job_directories_go_under_flowforge_job_root(stack: Stack, tmp_path: Path) -> None:
+def test_job_directories_go_under_flowforge_job_root(stack: Stack, tmp_path: Path,
+                                                    shared_dir: Path) -> None:
     """FLOWFORGE_JOB_ROOT on the worker side moves local jobs' directories (for-each items
     too) and nothing else: the jobs' own TMPDIR is untouched, and the directories go at the
     end as before."""
@@ -366,9 +366,8 @@ def test_job_directories_go_under_flowforge_job_root(stack: Stack, tmp_path: Pat
     import subprocess
     import sys
 
-    from tests.conftest import _child_env
 
-    root, seen = tmp_path / "jobs", tmp_path / "seen.txt"
+    root, seen = tmp_path / "jobs", shared_dir / "seen.txt"
     line = f'echo "$FLOWFORGE_JOB_DIR $PWD ${{TMPDIR:-unset}}" >> {seen}'
     document = {"name": f"job-root-{tmp_path.name[-8:]}", "jobs": [
         {"name": "one", "runtime": "bash", "script": line},
@@ -376,7 +375,7 @@ def test_job_directories_go_under_flowforge_job_root(stack: Stack, tmp_path: Pat
          "for_each": "{{ [1, 2, 3] }}", "max_parallel": 3}]}
     out = subprocess.run(
         [sys.executable, "-c", _DIRECT_RUN, json.dumps(document), str(tmp_path / "flows")],
-        env=_child_env(PREFECT_API_URL=stack.prefect_url, FLOWFORGE_JOB_ROOT=str(root)),
+        env=stack.prefect_env(FLOWFORGE_JOB_ROOT=str(root)),
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = [row.split() for row in seen.read_text().splitlines()]
@@ -388,7 +387,7 @@ def test_job_directories_go_under_flowforge_job_root(stack: Stack, tmp_path: Pat
 
     bad = subprocess.run(
         [sys.executable, "-c", _DIRECT_RUN, json.dumps(document), str(tmp_path / "flows")],
-        env=_child_env(PREFECT_API_URL=stack.prefect_url, FLOWFORGE_JOB_ROOT="relative/jobs"),
+        env=stack.prefect_env(FLOWFORGE_JOB_ROOT="relative/jobs"),
         capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "job_root" in bad.stdout + bad.stderr
     assert "must be an absolute path" in bad.stdout + bad.stderr
@@ -430,7 +429,7 @@ def test_named_concurrency_limit_is_shared(api: httpx.Client, stack: Stack) -> N
         "jobs": [{"name": f"train_{i}", "runtime": "bash", "concurrency": ["ff-test-gpu"],
                   "script": "sleep 1"} for i in range(2)],
     })
-    with httpx.Client(base_url=stack.prefect_url, timeout=30) as prefect:
+    with stack.prefect_http(timeout=30) as prefect:
         limit = prefect.get("/v2/concurrency_limits/ff-test-gpu").json()
     assert limit["limit"] == 1  # created by the sync, one slot
     run = run_workflow(api, "gpu-jobs")
@@ -485,14 +484,14 @@ jobs:
 
 
 def test_repair_reruns_only_the_failed_job_and_its_dependants(api: httpx.Client,
-                                                               tmp_path: Path) -> None:
+                                                               shared_dir: Path) -> None:
     create_workflow(api, REPAIR)
-    first = run_workflow(api, "repairable", {"dir": str(tmp_path)})
+    first = run_workflow(api, "repairable", {"dir": str(shared_dir)})
     assert first["state"] == "FAILED"
     states = {n: j["state"] for n, j in jobs_by_name(first).items()}
     assert states == {"extract": "COMPLETED", "load_config": "FAILED",
                       "transform": "UPSTREAM_FAILED", "independent": "COMPLETED"}
-    (tmp_path / "config.txt").write_text("fast")  # fix the cause
+    (shared_dir / "config.txt").write_text("fast")  # fix the cause
     response = api.post(f"/runs/{first['id']}/repair", json={})
     assert response.status_code == 201, response.text
     body = response.json()
@@ -509,9 +508,9 @@ def test_repair_reruns_only_the_failed_job_and_its_dependants(api: httpx.Client,
     assert jobs["load_config"]["reused"] is False
     assert jobs["transform"]["output"] == {"result": "fast-42"}
     # reused jobs did not run again; the fixed one did
-    assert (tmp_path / "extract.count").read_text().count("x") == 1
-    assert (tmp_path / "independent.count").read_text().count("x") == 1
-    assert (tmp_path / "config.count").read_text().count("x") == 2
+    assert (shared_dir / "extract.count").read_text().count("x") == 1
+    assert (shared_dir / "independent.count").read_text().count("x") == 1
+    assert (shared_dir / "config.count").read_text().count("x") == 2
 
     nothing = api.post(f"/runs/{repaired['id']}/repair")
     assert nothing.status_code == 409 and "nothing to repair" in nothing.json()["error"]["message"]
@@ -547,7 +546,7 @@ def test_one_prefect_client_serves_every_job_of_a_run(stack: Stack, tmp_path: Pa
     import runpy
 
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flowforge.controlplane.compiler import compile_workflow
     from flowforge.core.validation import load_workflow
@@ -566,7 +565,8 @@ def test_one_prefect_client_serves_every_job_of_a_run(stack: Stack, tmp_path: Pa
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(SyncPrefectClient, "__init__", counting)
-    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_url}):
+    with temporary_settings(updates={PREFECT_API_URL: stack.prefect_url,
+                                     PREFECT_API_AUTH_STRING: stack.prefect_auth}):
         state = asyncio.run(flow(return_state=True))
     assert state.is_completed(), state
     summary = state.result()

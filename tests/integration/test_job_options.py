@@ -52,8 +52,8 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def test_retries_then_success(api: httpx.Client, tmp_path: Path) -> None:
-    counter = tmp_path / "attempts"
+def test_retries_then_success(api: httpx.Client, shared_dir: Path) -> None:
+    counter = shared_dir / "attempts"
     create_workflow(api, {
         "name": "flaky",
         "inputs": {"counter": {"type": "string"}},

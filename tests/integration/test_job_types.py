@@ -53,14 +53,14 @@ def test_secrets_api_is_write_only(api: httpx.Client) -> None:
     put_secret(api, "ff-test-secret", "first")
     put_secret(api, "ff-test-secret", TOKEN)  # replacing is the same call
     listed = api.get("/secrets")
-    assert listed.status_code == 200 and {"name": "ff-test-secret"} in listed.json()
+    assert listed.status_code == 200 and {"name": "ff-test-secret", "namespace": "default"} in listed.json()
     assert TOKEN not in listed.text
     bad = api.put("/secrets/Bad_Name", json={"value": "x"})
     assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "name"
     assert api.put("/secrets/ok-name", json={}).status_code == 422
     assert api.delete("/secrets/ff-test-secret").status_code == 204
     assert api.delete("/secrets/ff-test-secret").status_code == 404
-    assert {"name": "ff-test-secret"} not in api.get("/secrets").json()
+    assert "ff-test-secret" not in {s["name"] for s in api.get("/secrets").json()}
 
 
 def test_http_jobs_statuses_retries_timeouts_and_auth(api: httpx.Client, target: HttpTarget) -> None:
@@ -126,7 +126,7 @@ def test_secret_values_are_masked_in_logs_outputs_errors_and_flow(api: httpx.Cli
     flow = api.get("/workflows/leaky/flow").text + api.get("/workflows/leaky").text
     assert TOKEN not in flow
     # Prefect's own records: the failed task run's state message, the flow run, the artifacts
-    with httpx.Client(base_url=stack.prefect_url, timeout=30) as prefect:
+    with stack.prefect_http(timeout=30) as prefect:
         flow_filter = {"flow_runs": {"id": {"any_": [run["id"]]}}}
         task_runs = prefect.post("/task_runs/filter", json=flow_filter).text
         artifacts = prefect.post("/artifacts/filter", json=flow_filter).text
@@ -165,7 +165,7 @@ def test_message_jobs_json_mailto_and_stored_target(api: httpx.Client, target: H
 
 def test_variables_api_and_parallel_writes(api: httpx.Client) -> None:
     assert api.put("/variables/ff_it_seed", json={"value": {"n": 1}}).json() == {
-        "key": "ff_it_seed", "value": {"n": 1}}
+        "key": "ff_it_seed", "value": {"n": 1}, "namespace": "default"}
     assert api.get("/variables/ff_it_seed").json()["value"] == {"n": 1}
     assert api.put("/variables/Bad Key", json={"value": 1}).status_code == 422
     too_big = api.put("/variables/ff_it_big", json={"value": "x" * 6000})
@@ -231,7 +231,7 @@ def test_workflow_jobs_run_sub_runs_and_pass_outputs(api: httpx.Client, stack: S
     assert fired["workflow"] == "child-double" and fired["outputs"] == {"twice": 2}
     assert fired["trigger"]["type"] == "workflow" and fired["trigger"]["parent_run_id"] == run["id"]
     # the sub-run is linked in Prefect as a subflow of the parent run
-    with httpx.Client(base_url=stack.prefect_url, timeout=30) as prefect:
+    with stack.prefect_http(timeout=30) as prefect:
         child = prefect.get(f"/flow_runs/{fired['id']}").json()
         task_run = prefect.get(f"/task_runs/{child['parent_task_run_id']}").json()
     assert task_run["flow_run_id"] == run["id"]

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from api.db import head_revision, sync_url
 from api.main import create_app
 from api.settings import ApiSettings as Settings
-from tests.conftest import Stack, create_workflow, run_workflow, start_stack
+from tests.conftest import Stack, create_workflow, run_workflow, start_stack, with_admin_key
 from tests.fixtures.postgres import PostgresServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -31,9 +31,10 @@ DOC = {
 @pytest.fixture
 def pg_client(postgres_url: str, stack: Stack, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(home=tmp_path, database_url=postgres_url,
-                        prefect_api_url=stack.prefect_url, sync_interval=3600)
+                        prefect_api_url=stack.prefect_url, sync_interval=3600,
+                        prefect_auth_string=stack.prefect_auth)
     with TestClient(create_app(settings)) as client:
-        yield client
+        yield with_admin_key(client, tmp_path)
 
 
 def _count(url: str, table: str) -> int:

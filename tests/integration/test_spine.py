@@ -61,7 +61,7 @@ def test_etl_example_runs_as_a_dag(api: httpx.Client, stack: Stack) -> None:
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with SyncPrefectClient(stack.prefect_url) as client:
+    with SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth) as client:
         # Prefect records task runs from events, asynchronously: a task run first appears under
         # its pending name (`join_transform-71f`) and gets the job's name once it runs.
         deadline = time.monotonic() + 60
@@ -112,8 +112,8 @@ def test_failure_branch(api: httpx.Client) -> None:
     assert run["progress"] == {"done": 5, "total": 5}
 
 
-def test_sequential_fallback(api: httpx.Client, tmp_path: Path) -> None:
-    marker = tmp_path / "order.txt"
+def test_sequential_fallback(api: httpx.Client, shared_dir: Path) -> None:
+    marker = shared_dir / "order.txt"
     doc = {
         "name": "sequential",
         "inputs": {"path": {"type": "string"}},
@@ -133,7 +133,7 @@ def test_sequential_fallback(api: httpx.Client, tmp_path: Path) -> None:
 
     doc["jobs"][1]["script"] = "exit 1"
     create_workflow(api, doc)
-    run = run_workflow(api, "sequential", {"path": str(tmp_path / "second.txt")})
+    run = run_workflow(api, "sequential", {"path": str(shared_dir / "second.txt")})
     states = [j["state"] for j in run["jobs"]]
     assert states == ["COMPLETED", "FAILED", "UPSTREAM_FAILED"]
 
@@ -259,8 +259,8 @@ def test_run_inputs_are_validated(api: httpx.Client) -> None:
                                                 "level": "detailed", "words": 4}
 
 
-def test_hostile_input_reaches_bash_as_inert_text(api: httpx.Client, tmp_path: Path) -> None:
-    pwned = tmp_path / "pwned"
+def test_hostile_input_reaches_bash_as_inert_text(api: httpx.Client, shared_dir: Path) -> None:
+    pwned = shared_dir / "pwned"
     hostile = f"$(touch {pwned}) `touch {pwned}` \"; touch {pwned}; echo \" ' && touch {pwned}"
     create_workflow(api, {
         "name": "inert-input",
@@ -279,8 +279,8 @@ def test_hostile_input_reaches_bash_as_inert_text(api: httpx.Client, tmp_path: P
     assert not pwned.exists()
 
 
-def test_cancel_a_running_run(api: httpx.Client, tmp_path: Path) -> None:
-    pidfile = tmp_path / "pid"
+def test_cancel_a_running_run(api: httpx.Client, shared_dir: Path) -> None:
+    pidfile = shared_dir / "pid"
     create_workflow(api, {
         "name": "long-runner",
         "inputs": {"pidfile": {"type": "string"}},
@@ -322,7 +322,7 @@ def test_delete_removes_the_deployment(api: httpx.Client, stack: Stack) -> None:
 
     create_workflow(api, {"name": "short-lived", "jobs": [
         {"name": "a", "runtime": "bash", "script": "true"}]})
-    with SyncPrefectClient(stack.prefect_url) as client:
+    with SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth) as client:
         assert client.read_deployment_by_name("short-lived/short-lived").id
         assert api.delete("/workflows/short-lived").status_code == 204
         with pytest.raises(ObjectNotFound):
@@ -342,7 +342,7 @@ def test_large_run_is_complete_when_terminal(api: httpx.Client, stack: Stack) ->
     run_id = api.post("/workflows/wide/runs", json={"inputs": {}}).json()["run_id"]
     from prefect.client.orchestration import SyncPrefectClient
 
-    with SyncPrefectClient(stack.prefect_url) as client:
+    with SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth) as client:
         deadline = time.monotonic() + 300
         while True:
             flow_run = client.read_flow_run(run_id)

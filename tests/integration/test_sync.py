@@ -31,7 +31,9 @@ def test_sync_converges_after_prefect_was_down(tmp_path: Path) -> None:
     try:
         base = f"http://127.0.0.1:{api_port}"
         wait_http(f"{base}/docs", 60, api_proc, api_log)
-        with httpx.Client(base_url=base, timeout=30) as api:
+        key = (tmp_path / "home" / "admin.key").read_text().strip()
+        with httpx.Client(base_url=base, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"}) as api:
             created = api.post("/workflows", json=DOC)
             assert created.status_code == 201, created.text
             assert created.json()["sync"]["status"] == "pending"
@@ -90,18 +92,19 @@ def test_up_warns_about_a_docker_pool_without_the_hardening(stack: Stack, tmp_pa
 
     defaults = docker_pool_defaults(Settings(home=tmp_path))
     legacy, ours = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("legacy", "hardened"))
-    assert ensure_work_pool(stack.prefect_url, legacy, "docker")  # Prefect's template
-    assert ensure_work_pool(stack.prefect_url, ours, "docker", defaults)
+    assert ensure_work_pool(stack.prefect_url, legacy, "docker", auth=stack.prefect_auth)  # Prefect's template
+    assert ensure_work_pool(stack.prefect_url, ours, "docker", defaults, stack.prefect_auth)
     try:
         out = io.StringIO()
         console = Console(file=out, width=400)
-        assert warn_unhardened_pool(stack.prefect_url, legacy, defaults, console) == \
+        assert warn_unhardened_pool(stack.prefect_url, legacy, defaults, console,
+                                    stack.prefect_auth) == \
             list(HARDENING_KEYS)
         assert "does not have FlowForge's container hardening" in out.getvalue()
         assert f"prefect work-pool delete {legacy}" in out.getvalue()
         out.truncate(0)
-        assert warn_unhardened_pool(stack.prefect_url, ours, defaults, console) == []
+        assert warn_unhardened_pool(stack.prefect_url, ours, defaults, console, stack.prefect_auth) == []
         assert out.getvalue() == ""
     finally:
         for name in (legacy, ours):
-            httpx.delete(f"{stack.prefect_url}/work_pools/{name}", timeout=30)
+            stack.prefect_http().delete(f"/work_pools/{name}")

@@ -6,8 +6,6 @@ so the up-to-a-minute wait for its run overlaps the other tests instead of addin
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import subprocess
 import time
@@ -20,6 +18,7 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.exceptions import PrefectHTTPStatusError
 
+from api.services import signatures
 from tests.conftest import BIN, Stack, _child_env, create_workflow, wait_run
 
 pytestmark = pytest.mark.integration
@@ -81,12 +80,13 @@ def drop(api: httpx.Client, *names: str) -> list[int]:
     return codes
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, delivery: str | None = None) -> dict[str, str]:
+    """FlowForge's signature headers of a delivery (a new delivery id unless given)."""
+    return signatures.sign(secret, body, delivery or f"d-{uuid.uuid4()}")
 
 
 def prefect(stack: Stack) -> SyncPrefectClient:
-    return SyncPrefectClient(stack.prefect_url)
+    return SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth)
 
 
 def automations_of(stack: Stack, workflow: str) -> list[Any]:
@@ -227,8 +227,7 @@ def test_webhook_signature_replay_size_and_disable(api: httpx.Client, stack: Sta
     assert unsigned.status_code == 401
     assert runs_of(api, "tr-hook") == []  # nothing started
 
-    headers = {"X-FlowForge-Signature": sign(hook["secret"], body),
-               "X-FlowForge-Delivery": f"d-{uuid.uuid4()}", "Content-Type": "application/json"}
+    headers = {**sign(hook["secret"], body), "Content-Type": "application/json"}
     first = api.post(hook["url"], content=body, headers=headers)
     assert first.status_code == 202, first.text
     assert first.json()["status"] == "started"
@@ -236,8 +235,7 @@ def test_webhook_signature_replay_size_and_disable(api: httpx.Client, stack: Sta
     assert again.status_code == 202 and again.json()["run_id"] == first.json()["run_id"]
 
     big = b"x" * (1024 * 1024 + 1)
-    too_big = api.post(hook["url"], content=big,
-                       headers={"X-FlowForge-Signature": sign(hook["secret"], big)})
+    too_big = api.post(hook["url"], content=big, headers=sign(hook["secret"], big))
     assert too_big.status_code == 413
 
     run = wait_run(api, first.json()["run_id"])
@@ -247,7 +245,7 @@ def test_webhook_signature_replay_size_and_disable(api: httpx.Client, stack: Sta
 
     off = api.patch(f"/workflows/tr-hook/triggers/{hook['id']}", json={"enabled": False})
     assert off.status_code == 200 and off.json()["enabled"] is False
-    headers["X-FlowForge-Delivery"] = "d-after-disable"
+    headers = sign(hook["secret"], body, "d-after-disable")
     assert api.post(hook["url"], content=body, headers=headers).status_code == 404
 
 
@@ -272,7 +270,8 @@ def flowforge_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     # A sanity bound, not a speed check: the SQLite Prefect server of a loaded CI run has
     # stalled 60 s at a time on "database is locked", and a full sync makes many calls.
     return subprocess.run([str(BIN / "flowforge"), *args, "--api-url", stack.api_url],
-                          capture_output=True, text=True, timeout=400, env=_child_env())
+                          capture_output=True, text=True, timeout=400,
+                          env=_child_env(FLOWFORGE_API_KEY=stack.admin_key))
 
 
 def sync_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -408,8 +407,7 @@ def test_a_webhook_delivery_prefect_cannot_take_is_queued_then_started(
     with prefect(stack) as client:
         client.delete_deployment(client.read_deployment_by_name("tr-inbox/tr-inbox").id)
     body = b"{}"
-    headers = {"X-FlowForge-Signature": sign(hook["secret"], body),
-               "X-FlowForge-Delivery": "inbox-1"}
+    headers = sign(hook["secret"], body, "inbox-1")
     queued = api.post(hook["url"], content=body, headers=headers)
     assert queued.status_code == 202, queued.text
     assert queued.json()["status"] == "queued" and queued.json()["run_id"] is None

@@ -17,6 +17,7 @@ from api.errors import STATUS, status_of
 from api.main import create_app
 from api.settings import ApiSettings
 from flowforge.core import errors
+from tests.conftest import with_admin_key
 from tests.unit.test_trigger_api import dead_port
 
 JOBS = [{"name": "a", "runtime": "bash", "script": "true"}]
@@ -28,7 +29,7 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]
     settings = ApiSettings(home=tmp_path, prefect_api_url=f"http://127.0.0.1:{dead_port()}/api",
                            prefect_timeout=1, sync_interval=3600)
     with TestClient(create_app(settings)) as client:
-        yield client
+        yield with_admin_key(client, tmp_path)
 
 
 def test_two_workflows_that_would_share_a_module_are_refused(api: TestClient) -> None:
@@ -50,7 +51,7 @@ def test_every_error_class_has_a_status_and_only_the_api_knows_it() -> None:
     assert status_of(errors.NotFoundError("x")) == 404
     assert status_of(errors.SshError("refused", "x")) == 500  # a job error: never an answer
     assert status_of(errors.JobError("x")) == 500
-    assert set(STATUS.values()) == {401, 404, 409, 413, 422, 503}
+    assert set(STATUS.values()) == {401, 403, 404, 409, 413, 415, 422, 429, 503}
 
 
 def test_the_openapi_document_defines_every_schema_it_refers_to(api: TestClient) -> None:

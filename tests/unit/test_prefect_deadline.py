@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from api.settings import ApiSettings as Settings
+from tests.conftest import with_admin_key
 
 
 @pytest.fixture
@@ -51,6 +52,7 @@ def test_a_silent_prefect_gets_a_503_within_the_deadline(tmp_path: Path,
     settings = Settings(home=tmp_path, prefect_api_url=silent_prefect, prefect_timeout=30,
                         prefect_deadline=1.5, sync_interval=3600)
     with TestClient(create_app(settings)) as api:
+        with_admin_key(api, tmp_path)
         started = time.monotonic()
         created = api.post("/workflows", json={
             "name": "w", "jobs": [{"name": "a", "runtime": "bash", "script": "true"}]})

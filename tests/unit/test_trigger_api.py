@@ -6,8 +6,6 @@ stored and marked `pending` when Prefect is down), so they are tested fast, in-p
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -17,7 +15,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from api.services.signatures import sign
 from api.settings import ApiSettings as Settings
+from tests.conftest import with_admin_key
 
 JOBS = [{"name": "a", "runtime": "bash", "script": "true"}]
 
@@ -34,7 +34,7 @@ def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]
     settings = Settings(home=tmp_path, prefect_api_url=f"http://127.0.0.1:{dead_port()}/api",
                         prefect_timeout=1, sync_interval=3600, webhook_answer_seconds=0.5)
     with TestClient(create_app(settings)) as client:
-        yield client
+        yield with_admin_key(client, tmp_path)
 
 
 def wf(name: str, *triggers: dict[str, object]) -> dict[str, object]:
@@ -98,11 +98,11 @@ def test_webhook_secret_shown_once_and_checked_first(api: TestClient, tmp_path: 
     wrong = api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": "sha256=ab"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "bad_signature"
     big = b"x" * (1024 * 1024 + 1)
-    sig = "sha256=" + hmac.new(hook["secret"].encode(), big, hashlib.sha256).hexdigest()
-    assert api.post(hook["url"], content=big, headers={"X-FlowForge-Signature": sig}).status_code == 413
-    good = "sha256=" + hmac.new(hook["secret"].encode(), body, hashlib.sha256).hexdigest()
+    signed_big = sign(hook["secret"], big, "d-big")
+    assert api.post(hook["url"], content=big, headers=signed_big).status_code == 413
     # Signed correctly, Prefect down: stored and queued, not lost; a replay finds the same one.
-    headers = {"X-FlowForge-Signature": good, "X-FlowForge-Delivery": "d-1"}
+    headers = sign(hook["secret"], body, "d-1")
+    good = headers["X-FlowForge-Signature"]
     for _ in range(2):
         queued = api.post(hook["url"], content=body, headers=headers)
         assert queued.status_code == 202, queued.text
@@ -112,11 +112,16 @@ def test_webhook_secret_shown_once_and_checked_first(api: TestClient, tmp_path: 
                       "FROM webhook_deliveries").fetchall()
     assert len(rows) == 1 and rows[0][:2] == ("d-1", None)
     assert rows[0][2] >= 1 and "not deployed" in rows[0][3]
-    rotated = api.post(f"/workflows/w/triggers/{hook['id']}/secret").json()["secret"]
+    # The delivery id is signed: the same signature under another id is refused.
+    assert api.post(hook["url"], content=body,
+                    headers={**headers, "X-FlowForge-Delivery": "d-2"}).status_code == 401
+    rotated = api.post(f"/workflows/w/triggers/{hook['id']}/secret",
+                       json={"keep_previous_seconds": 0}).json()["secret"]
     assert rotated != hook["secret"]
-    assert api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": good}).status_code == 401
+    assert api.post(hook["url"], content=body, headers=headers).status_code == 401
     api.patch(f"/workflows/w/triggers/{hook['id']}", json={"enabled": False})
-    assert api.post(hook["url"], content=body, headers={"X-FlowForge-Signature": good}).status_code == 404
+    assert api.post(hook["url"], content=body, headers=headers).status_code == 404
+    assert good not in (tmp_path / "flowforge.db").read_bytes().decode("latin-1")
     assert api.post("/hooks/unknown", content=body).status_code == 404
 
 

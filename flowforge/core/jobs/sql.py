@@ -16,7 +16,7 @@ from pydantic import Field
 from flowforge.core import templates
 from flowforge.core.checks import Bad, CheckContext
 from flowforge.core.jobs.base import JobBase
-from flowforge.core.names import SECRET_NAME_RE
+from flowforge.core.names import SECRET_NAME_RE, reserved_name_problem
 
 #: psycopg's named placeholders: `%(name)s` (text), `%(name)b` (binary), `%(name)t` (either).
 PLACEHOLDER_RE: Final = re.compile(r"%\((?P<name>[^)]*)\)[sbt]")
@@ -48,7 +48,9 @@ class SqlJob(JobBase):
                 "PostgreSQL URL (postgresql://user:password@host/db)")
         elif not SECRET_NAME_RE.match(self.connection):
             bad("connection", f"'{self.connection[:80]}' is not a secret name (lowercase "
-                "letters, digits and '-')")
+                "letters, digits and single '-')")
+        elif (reserved := reserved_name_problem(self.connection)) is not None:
+            bad("connection", f"secret '{self.connection}' cannot be read by a job: {reserved}")
         if not self.query or not self.query.strip():
             bad("query", "a sql job needs a non-empty 'query'")
             return
