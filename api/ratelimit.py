@@ -44,7 +44,8 @@ class RateLimits:
                  redis_url: str | None = None) -> None:
         storage: Storage = MemoryStorage()
         if redis_url:
-            shared = storage_from_string(f"async+{redis_url}")
+            # redis-py, the client prefect-redis uses too, rather than limits' default coredis
+            shared = storage_from_string(f"async+{redis_url}", implementation="redispy")
             assert isinstance(shared, Storage)  # an async+ scheme gives an async storage
             storage = shared
         self._limiter = MovingWindowRateLimiter(storage)

@@ -8,6 +8,7 @@
 #     filesystem, no registry). No daemon is started here: the tests start their own dockerd.
 #   - OpenSSH's server binary (/usr/sbin/sshd, Debian's `openssh-server`) and `ssh-keygen`;
 #     the SSH tests start their own private sshd instances on 127.0.0.1 ports.
+#   - Redis (`redis-server`): shared rate limits across API processes; tests start their own.
 # Idempotent: when everything is present it installs nothing and runs no apt-get update.
 # It never starts a service: the install neither creates nor starts Debian's "main"
 # cluster, and any postmaster the install did start anyway is stopped by its PID.
@@ -59,6 +60,7 @@ command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
 [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-server)
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
 
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
@@ -119,6 +121,7 @@ command -v node >/dev/null 2>&1 || missing+=(node)
 command -v dockerd >/dev/null 2>&1 || missing+=(dockerd)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ -x /usr/sbin/sshd ] || missing+=(/usr/sbin/sshd)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "still missing after install: ${missing[*]}"
   exit 1

@@ -25,6 +25,7 @@ import pytest
 
 from tests.fixtures.docker import docker_host, runner_image  # noqa: F401 - fixture re-export
 from tests.fixtures.postgres import postgres_server, postgres_url  # noqa: F401 - fixture re-export
+from tests.fixtures.redis import redis_url  # noqa: F401 - fixture re-export
 from tests.fixtures.sshd import ssh_client_key, sshd_factory, sshd_pair  # noqa: F401 - fixtures
 
 BIN = Path(sys.executable).parent

@@ -345,3 +345,27 @@ def test_offsets_and_limits_are_bounded(api: TestClient) -> None:
                  "/audit?limit=0", "/audit?offset=10000000000"):
         answer = api.get(path)
         assert answer.status_code == 422, (path, answer.text)
+
+
+def test_limits_are_shared_by_api_processes_through_redis(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+    """Two apps on one database and one real Redis (as two API replicas would be): failed
+    authentications counted on either block the client on both; without Redis they do not."""
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "0")
+    wrong = {"Authorization": "Bearer ffk_" + "1" * 43}
+    with TestClient(make_app(tmp_path, rate_limit_auth="3/minute", redis_url=redis_url)) as one, \
+            TestClient(make_app(tmp_path, rate_limit_auth="3/minute", redis_url=redis_url)) as two:
+        good = with_admin_key(one, tmp_path).headers["Authorization"]
+        assert one.get("/workflows", headers=wrong).status_code == 401
+        assert two.get("/workflows", headers=wrong).status_code == 401
+        assert one.get("/workflows", headers=wrong).status_code == 401
+        blocked = two.get("/workflows", headers={"Authorization": good})
+        assert blocked.status_code == 429 and "Retry-After" in blocked.headers
+    home = tmp_path / "apart"
+    home.mkdir()
+    with TestClient(make_app(home, rate_limit_auth="3/minute")) as one, \
+            TestClient(make_app(home, rate_limit_auth="3/minute")) as two:
+        good = with_admin_key(one, home).headers["Authorization"]
+        for client in (one, two, one):
+            assert client.get("/workflows", headers=wrong).status_code == 401
+        assert two.get("/workflows", headers={"Authorization": good}).status_code == 200
