@@ -148,7 +148,8 @@ def test_collector_frees_cycles_on_its_own_thread_and_hands_gc_back() -> None:
         collector.stop()
     assert gc.isenabled()  # stop() gives collection back to CPython
     assert threads and set(threads) == {"flowforge-gc"}
-    assert collector.collections[0] > 0
+    # Which generation freed it depends on the counts earlier tests left behind: any will do.
+    assert sum(collector.collections) > 0
 
 
 @pytest.mark.parametrize(("counts", "thresholds", "blocks", "expected"), [
