@@ -29,6 +29,12 @@ class UnsupportedMediaTypeError(errors.FlowForgeError):
     code = "unsupported_media_type"
 
 
+class UnhealthyError(errors.FlowForgeError):
+    """A part of the stack is down; the details name each part's state (503)."""
+
+    code = "unhealthy"
+
+
 #: Each FlowForge error class's status; a subclass takes its nearest listed ancestor's.
 STATUS: dict[type[errors.FlowForgeError], int] = {
     errors.SpecError: 422,
@@ -43,6 +49,7 @@ STATUS: dict[type[errors.FlowForgeError], int] = {
     PermissionDeniedError: 403,
     RateLimitedError: 429,
     UnsupportedMediaTypeError: 415,
+    UnhealthyError: 503,
 }
 
 
@@ -93,5 +100,5 @@ def install(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal error; see the API log")
 
 
-__all__ = ["STATUS", "UnsupportedMediaTypeError", "error_response", "headers_of", "install",
-           "status_of"]
+__all__ = ["STATUS", "UnhealthyError", "UnsupportedMediaTypeError", "error_response", "headers_of",
+           "install", "status_of"]

@@ -35,6 +35,9 @@ class ApiSettings(ControlPlaneSettings):
     rate_limit_runs: str = "120/minute"  # run starts per key
     rate_limit_hooks: str = "600/minute"  # deliveries per webhook trigger
     rate_limit_auth: str = "30/minute"  # failed authentications per client address
+    # Seconds each part `/healthz` checks (database, Prefect) may take before it is reported
+    # as not answering: a frozen Prefect must not freeze the health check too.
+    health_timeout: float = Field(default=3.0, gt=0, le=60)
     # Shared state of several API processes (rate limits); in memory when not set.
     redis_url: str | None = None
 

@@ -5,31 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
-from api.deps import Public, SessionDep, TargetDep
-from api.errors import error_response
-from flowforge.controlplane import store
-from flowforge.controlplane.client import prefect_client
+from api.deps import Public, SessionDep, SettingsDep, TargetDep
+from api.errors import UnhealthyError
+from api.services import health
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", dependencies=[Public])
-async def healthz(session: SessionDep, target: TargetDep) -> JSONResponse:
-    checks: dict[str, Any] = {"api": "ok"}
-    try:
-        await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"error: {exc}"
-    try:
-        async with prefect_client(target) as client:
-            checks.update(await store.health(client, target.work_pool))
-    except Exception as exc:
-        checks.setdefault("prefect", f"error: {exc}")
-        checks.setdefault("worker", "unknown")
-    if all(v == "ok" for v in checks.values()):
-        return JSONResponse({"status": "ok", "checks": checks})
-    return error_response(503, "unhealthy", "not every part is up", checks)
+async def healthz(session: SessionDep, target: TargetDep,
+                  settings: SettingsDep) -> dict[str, Any]:
+    checks = await health.check(session, target, settings.health_timeout, settings.home)
+    if not health.healthy(checks):
+        raise UnhealthyError("not every part is up", checks)
+    return {"status": "ok", "checks": checks}

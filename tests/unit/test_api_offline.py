@@ -74,3 +74,33 @@ def test_the_openapi_document_defines_every_schema_it_refers_to(api: TestClient)
     body = document["paths"]["/workflows"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"] == {"$ref": "#/components/schemas/WorkflowDocument"}
     assert {"ScriptJob", "HttpJob", "SqlJob", "Need", "Target"} <= defined
+
+
+def test_healthz_answers_while_prefect_is_frozen(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Prefect server that accepts connections but never answers (a frozen event loop) is
+    reported as down within the check's own bound, not after the client's minute of retries."""
+    import socket
+    import time
+
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "0")
+    frozen = socket.socket()
+    frozen.bind(("127.0.0.1", 0))
+    frozen.listen(16)  # connections complete in the kernel; nobody ever reads them
+    port = frozen.getsockname()[1]
+    settings = ApiSettings(home=tmp_path, prefect_api_url=f"http://127.0.0.1:{port}/api",
+                           prefect_timeout=30, sync_interval=3600, health_timeout=1)
+    try:
+        with TestClient(create_app(settings)) as client:
+            started = time.monotonic()
+            answer = client.get("/healthz")
+            took = time.monotonic() - started
+    finally:
+        frozen.close()
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "unhealthy"
+    assert error["details"]["database"] == "ok"
+    assert "no answer within 1s" in error["details"]["prefect"]
+    assert error["details"]["worker"] == "unknown"
+    assert took < 15  # generous: the point is not the client's 30 s timeout
