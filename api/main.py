@@ -131,11 +131,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
-    # Added innermost first: a request meets its id, the body limit, the audit, then the key.
+    # Added innermost first: a request meets its id, the audit, the body limit, then the key;
+    # the audit sits outside the limit so a refused body is recorded with its 413.
     app.add_middleware(Authenticate, authenticate=security.authenticate,
                        on_error=security.auth_error)
-    app.add_middleware(Audit, record=security.record)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(Audit, record=security.record)
     app.add_middleware(RequestId)
     if settings.cors_origins:  # off unless an operator lists origins
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

@@ -84,26 +84,34 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        started = exceeded = refused = False
 
         async def counting() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    exceeded = True
                     raise _TooLarge
             return message
 
         async def tracking(message: Message) -> None:
-            nonlocal started
+            nonlocal started, refused
+            if exceeded:
+                # FastAPI turns any error while it parses a body into its own 400: whatever
+                # the app answers once the body was too large, the answer is the 413.
+                if not refused and not started:
+                    refused = True
+                    await self._refuse(send)
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting, tracking)
         except _TooLarge:
-            if not started:
+            if not started and not refused:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:

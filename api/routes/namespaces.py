@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import Admin, Reader, SessionDep
+from api.deps import GlobalAdmin, Reader, SessionDep
 from api.schemas.access import NamespacePublic, NamespacePut
 from api.schemas.common import errors
 from api.services import policies
@@ -21,7 +21,8 @@ async def get_namespace(name: str, session: SessionDep, who: Reader) -> Namespac
 
 @router.put("/{name}", response_model=NamespacePublic, responses=ERRORS)
 async def put_namespace(name: str, body: NamespacePut, session: SessionDep,
-                        who: Admin) -> NamespacePublic:
+                        who: GlobalAdmin) -> NamespacePublic:
     """Set a namespace's isolation (`container`: its script jobs run in containers only) and
-    the policy its documents must pass before they are stored."""
+    the policy its documents must pass before they are stored. An admin of every namespace
+    only: the policy is what guards the shared workers from that namespace's own admins."""
     return await policies.put(session, namespace_of(who, name), body)

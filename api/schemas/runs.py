@@ -70,6 +70,8 @@ class RunPublic(BaseModel):
     workflow: str
     state: RunState
     prefect_state: str | None = None
+    #: Why the run ended as it did, as Prefect recorded it (a crash names the dead process).
+    message: str | None = None
     started_at: datetime | None = None
     ended_at: datetime | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.services import audit
 from api.settings import ApiSettings
 from api.tables import DeliveryRow, WorkflowRow, utcnow
 from flowforge.controlplane import runs
@@ -115,6 +116,7 @@ class Dispatcher:
             workflow = (await session.exec(select(WorkflowRow).where(
                 WorkflowRow.name == row.workflow, col(WorkflowRow.deleted).is_(False)))).first()
             deployment = workflow.deployment_id if workflow else None
+            namespace = workflow.namespace if workflow else None
             parameters, key = json.loads(row.parameters), idempotency_key(row)
             await session.commit()  # no connection held while Prefect works
         run_id: str | None = None
@@ -133,6 +135,7 @@ class Dispatcher:
             if row is None:
                 return run_id
             row.attempts += 1
+            first = row.run_id is None and run_id is not None
             row.run_id = row.run_id or run_id
             row.last_error = error
             now = utcnow()
@@ -147,7 +150,14 @@ class Dispatcher:
                             key, row.attempts, error)
             session.add(row)
             await session.commit()
-            return row.run_id
+            started = row.run_id
+        if first and started is not None:
+            # The run's own row, whether it started while the sender waited or queued later.
+            await audit.record(self.maker, actor=f"trigger:{row.trigger_id}", actor_name=None,
+                               action="run.start.webhook", target=f"run:{started}",
+                               namespace=namespace, outcome=201,
+                               event_key=f"run-start:{started}")
+        return started
 
     async def pending(self) -> list[int]:
         async with self.maker() as session:

@@ -39,7 +39,8 @@ async def settings_of(session: AsyncSession, namespace: str) -> NamespacePublic:
 async def put(session: AsyncSession, namespace: str, body: NamespacePut) -> NamespacePublic:
     if not NAMESPACE_RE.match(namespace) or namespace in RESERVED_NAMESPACES:
         raise InvalidRequestError("name", f"'{namespace[:80]}' is not a namespace name one may "
-                                  "set (a lowercase slug, not " + ", ".join(
+                                  "set (a lowercase slug, not starting with 'flowforge-', "
+                                  "not " + ", ".join(
                                       sorted(RESERVED_NAMESPACES)) + ")")
     if body.policy.max_memory is not None:
         try:
@@ -83,6 +84,10 @@ def problems(wf: Workflow, ns: NamespacePublic) -> list[dict[str, Any]]:
                 width > policy.max_for_each:
             bad(i, job.name, "max_parallel", f"a for-each {width} items wide is over the most "
                 f"allowed, {policy.max_for_each}")
+        if isinstance(job.for_each, list) and policy.max_for_each is not None and \
+                len(job.for_each) > policy.max_for_each:
+            bad(i, job.name, "for_each", f"a for-each over {len(job.for_each)} items is over "
+                f"the most allowed, {policy.max_for_each}")
         target = job.target_options
         if isinstance(target, ContainerTarget):
             _container_problems(i, job.name, target, ns, bad)

@@ -61,10 +61,11 @@ async def create_run(session: AsyncSession, row: WorkflowRow, target: PrefectTar
 async def start(session: AsyncSession, target: PrefectTarget, row: WorkflowRow, ui_base: str,
                 inputs: dict[str, Any], idempotency_key: str | None) -> RunCreated:
     resolved = resolve_inputs(sync.spec_of(row), inputs)
-    note(target=f"workflow:{row.name}")
+    note(target=f"workflow:{row.name}", namespace=row.namespace)
     key = f"manual:{idempotency_key or uuid.uuid4()}"
     trigger = {"id": None, "type": "manual", "idempotency_key": key}
     run_id = await create_run(session, row, target, {**resolved, "flowforge_trigger": trigger}, key)
+    note(target=f"run:{run_id}")  # the row names the run it started
     return RunCreated(run_id=run_id, prefect_ui_url=runs.ui_url(ui_base, run_id))
 
 
@@ -179,6 +180,7 @@ def build_run(flow_run: FlowRun, workflow: str, spec: Workflow | None,
     return RunPublic(
         id=str(flow_run.id), workflow=workflow, state=state,
         prefect_state=flow_run.state_name, started_at=flow_run.start_time,
+        message=(flow_run.state.message or None) if flow_run.state and state.terminal else None,
         ended_at=flow_run.end_time if state.terminal else None,
         inputs=inputs or {}, outputs=outputs, trigger=trigger,
         progress=Progress(done=done, total=len(jobs)),

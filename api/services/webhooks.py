@@ -18,6 +18,7 @@ from typing import Any
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.middleware import note
 from api.schemas.triggers import HookAccepted
 from api.services import deliveries, hook_keys, signatures, sync
 from api.settings import ApiSettings
@@ -25,7 +26,7 @@ from api.tables import TriggerRow, WorkflowRow
 from flowforge.controlplane.client import PrefectTarget
 from flowforge.controlplane.runs import ui_url
 from flowforge.core import templates
-from flowforge.core.document import check_bounds
+from flowforge.core.document import MAX_DEPTH, check_bounds
 from flowforge.core.errors import BadSignatureError, InputError, NotFoundError, SpecError
 from flowforge.core.inputs import resolve_inputs
 
@@ -39,8 +40,8 @@ def template_context(body: bytes, headers: Mapping[str, str],
         parsed: Any = json.loads(text) if text.strip() else None
         check_bounds(parsed)
     except RecursionError:
-        raise InputError([{"field": "body", "message": "the JSON body is nested too deeply"}]) \
-            from None
+        raise InputError([{"field": "body", "message": "the JSON body is nested deeper than "
+                           f"{MAX_DEPTH} levels"}]) from None
     except SpecError as exc:
         raise InputError([{"field": "body", "message": exc.problems[0]["message"]}]) from None
     except ValueError:
@@ -73,6 +74,7 @@ async def accept(session: AsyncSession, target: PrefectTarget, settings: ApiSett
     if found is None or not found[0].enabled or found[1].deleted:
         raise NotFoundError(f"no enabled webhook '{trigger_id}'", details={"trigger": trigger_id})
     trigger_row, row = found
+    note(namespace=row.namespace, target=f"trigger:{trigger_id}")
     wf = sync.spec_of(row)
     trigger = next(t for t in wf.triggers if t.id == trigger_id)
     scheme = getattr(trigger, "verify", "flowforge")
@@ -97,6 +99,8 @@ async def accept(session: AsyncSession, target: PrefectTarget, settings: ApiSett
     stored = await deliveries.record(session, trigger_id, delivery, row.name,
                                      {**inputs, "flowforge_trigger": parameter})
     run_id = await dispatcher.wait(stored, settings.webhook_answer_seconds)
+    if run_id is not None:
+        note(target=f"run:{run_id}")
     return HookAccepted(
         status="started" if run_id else "queued", run_id=run_id, delivery_id=delivery,
         workflow=row.name, prefect_ui_url=ui_url(settings.ui_url(), run_id) if run_id else None)

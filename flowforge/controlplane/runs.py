@@ -19,7 +19,7 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
-    FlowRunFilterStartTime,
+    FlowRunFilterExpectedStartTime,
     FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
@@ -29,7 +29,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, Log, StateType
 from prefect.client.schemas.sorting import FlowRunSort, LogSort
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelled, State
+from prefect.states import Cancelled, Crashed, State
 
 from flowforge.core.errors import NotFoundError
 from flowforge.core.wire import ARTIFACT_TYPE, RunState, RunSummary, read_summary
@@ -94,13 +94,20 @@ async def list_runs(client: PrefectClient, deployment_id: str, limit: int,
         sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit, offset=offset))
 
 
-async def started_since(client: PrefectClient, since: datetime,
-                        limit: int = 200) -> list[FlowRun]:
-    """FlowForge's runs that started after `since`, oldest first."""
+async def due_since(client: PrefectClient, since: datetime, until: datetime,
+                    limit: int = 200) -> list[FlowRun]:
+    """FlowForge's runs due (expected to start) after `since` and by `until`, oldest first.
+
+    By expected start, not start time: that is set once, when the run is made, so a run
+    cancelled before it started is seen too; Prefect's start-time filter falls back to it
+    for such runs, but also matches the runs its scheduler makes hours ahead, which no
+    schedule has fired yet (and which Prefect deletes if the schedule changes).
+    """
     return list(await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since),
-                                      tags=FlowRunFilterTags(all_=TAGS)),
-        sort=FlowRunSort.START_TIME_ASC, limit=limit))
+        flow_run_filter=FlowRunFilter(
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=since, before_=until),
+            tags=FlowRunFilterTags(all_=TAGS)),
+        sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=limit))
 
 
 async def read_logs(client: PrefectClient, run_id: UUID, limit: int,
@@ -132,5 +139,26 @@ async def cancel_run(client: PrefectClient, flow_run: FlowRun) -> StateType:
     return new_state.type
 
 
-__all__ = ["TAGS", "cancel_run", "create_run", "flow_name", "list_runs", "read_logs", "read_run",
-           "read_run_summary", "run_state", "started_since", "ui_url"]
+async def mark_crashed(client: PrefectClient, run_id: str, reason: str) -> bool:
+    """Crashed, with `reason`, unless the run had already ended (its own end is the truth)."""
+    flow_run = await client.read_flow_run(UUID(run_id))
+    if flow_run.state is not None and flow_run.state.is_final():
+        return False
+    await client.set_flow_run_state(flow_run.id, Crashed(message=reason), force=True)
+    return True
+
+
+__all__ = [
+    "TAGS",
+    "cancel_run",
+    "create_run",
+    "due_since",
+    "flow_name",
+    "list_runs",
+    "mark_crashed",
+    "read_logs",
+    "read_run",
+    "read_run_summary",
+    "run_state",
+    "ui_url",
+]

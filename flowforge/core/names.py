@@ -19,8 +19,10 @@ SERVER_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 #: A double dash never appears in a name a user gives: it separates a namespace from a name in
 #: Prefect (`team--token`).
 SECRET_NAME_RE: Final = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{0,99}$")
-#: Namespaces: a slug; `default` holds what existed before namespaces did.
-NAMESPACE_RE: Final = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{0,40}$")
+#: Namespaces: a slug; `default` holds what existed before namespaces did. Not `flowforge`
+#: nor `flowforge-...`: a namespace's secrets and variables are `<namespace>--<name>` in
+#: Prefect, and `flowforge-server--x` would be read as a server record by its prefix.
+NAMESPACE_RE: Final = re.compile(r"^(?!.*--)(?!flowforge(?:-|$))[a-z0-9][a-z0-9-]{0,40}$")
 DEFAULT_NAMESPACE: Final = "default"
 #: Namespaces no one may create: FlowForge's own records live under these words.
 RESERVED_NAMESPACES: Final = frozenset({"flowforge", "prefect", "system"})

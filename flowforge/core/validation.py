@@ -126,8 +126,8 @@ def check_graph(wf: Workflow) -> list[dict[str, Any]]:
                                      or wf.namespace in RESERVED_NAMESPACES):
         problems.append(_problem("namespace", f"namespace '{wf.namespace[:80]}' must be a "
                                  "lowercase slug (letters, digits, single '-'; at most 41 "
-                                 "characters) and not one of "
-                                 + ", ".join(sorted(RESERVED_NAMESPACES))))
+                                 "characters), not starting with 'flowforge-' and not one "
+                                 "of " + ", ".join(sorted(RESERVED_NAMESPACES))))
     for name in wf.inputs:
         if not is_input_name(name):
             problems.append(_problem(f"inputs.{name}", f"input name '{name}' must be a Python "
