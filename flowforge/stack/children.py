@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -64,6 +64,13 @@ class Child:
                 self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, umask=self.umask,
             )
+
+    def restart(self) -> None:
+        """Start again after the process ended (the supervisor's keeper calls this)."""
+        if self.running():
+            raise RuntimeError(f"{self.name} is still running")
+        self.process = None
+        self.start()
 
     def poll(self) -> int | None:
         """The exit code, or None while running (or never started)."""
@@ -117,10 +124,15 @@ class Child:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
-    def describe_exit(self) -> str:
+    def exit_reason(self) -> str:
         code = self.poll()
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        return f"{self.name} (pid {self.pid}) {how}; last lines of {self.log_path}:\n{self.log_tail()}"
+        if code is not None and code < 0:
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        return f"exited with code {code}"
+
+    def describe_exit(self) -> str:
+        return (f"{self.name} (pid {self.pid}) {self.exit_reason()}; last lines of "
+                f"{self.log_path}:\n{self.log_tail()}")
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -194,6 +206,8 @@ class PidFile:
         self.state = "starting"
         self.children: list[Child] = []
         self.exit_code: int | None = None
+        #: Each child's keeper state (status, restarts, last exit), by name; see stack.keeper.
+        self.states: Mapping[str, Any] = {}
         self.owned = False  # set by the first write(), after check_stale() passed
 
     def check_stale(self) -> None:
@@ -220,7 +234,8 @@ class PidFile:
             "state": self.state,
             "exit_code": self.exit_code,
             "children": {
-                c.name: {"pid": c.pid, "pgid": c.pid, "log": str(c.log_path), "argv": c.argv}
+                c.name: {"pid": c.pid, "pgid": c.pid, "log": str(c.log_path), "argv": c.argv,
+                         **(self.states[c.name].as_json() if c.name in self.states else {})}
                 for c in self.children if c.pid is not None
             },
         }

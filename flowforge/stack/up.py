@@ -1,4 +1,5 @@
-"""`flowforge up`: the Prefect server, the worker(s) and the API as children; Ctrl-C stops all.
+"""`flowforge up`: the Prefect server, the worker(s) and the API as children, each restarted if
+it dies (`stack.keeper`); Ctrl-C stops all.
 
 Plain, blocking functions (this runs in the CLI process).
 
@@ -14,6 +15,7 @@ Layout under `home` (private: files 0600, directories 0700, but for the project)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
@@ -21,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from flowforge.controlplane import runs
 from flowforge.controlplane.client import prefect_settings
 from flowforge.controlplane.settings import ADMIN_KEY_FILE, PREFECT_AUTH_FILE
 from flowforge.runtime.executors import reap_all
@@ -44,9 +47,11 @@ from flowforge.stack.docker_pool import (
     warn_unhardened_pool,
 )
 from flowforge.stack.home import prefect_auth, secure_home
+from flowforge.stack.keeper import Keeper
+from flowforge.stack.orphans import become_subreaper, stop_adopted
 from flowforge.stack.prefect_server import start_prefect_server
 from flowforge.stack.settings import StackSettings
-from flowforge.stack.workers import ensure_work_pool, start_worker, wait_worker_online
+from flowforge.stack.workers import ensure_work_pool, start_worker, wait_worker_online, with_prefect
 
 
 def _e(value: object) -> str:
@@ -75,9 +80,11 @@ def reap_leftovers(api_url: str, console: Console, quiet: bool = False,
 
 def run_up(settings: StackSettings, *, api_app: str = DEFAULT_API_APP, console: Console | None = None,
            err_console: Console | None = None, docker: bool = False) -> int:
-    """Start everything, block until SIGINT/SIGTERM/SIGHUP or a child dies, stop all children.
+    """Start everything, keep it up (restarting a child that dies) until SIGINT/SIGTERM/SIGHUP,
+    then stop all children.
 
-    Returns the exit code: 0 after a requested stop, 1 when start-up failed or a child died.
+    Returns the exit code: 0 after a requested stop, 1 when start-up failed or a child had died
+    too often to be restarted.
     Progress and URLs go to `console` (stdout), failures to `err_console` (stderr).
     """
     console = console or Console(soft_wrap=True, highlight=False)
@@ -102,6 +109,7 @@ def run_up(settings: StackSettings, *, api_app: str = DEFAULT_API_APP, console: 
                 console.print("Stopping " + ", ".join(c.name for c in reversed(children)) + " ...")
             for child in reversed(children):
                 child.stop(STOP_TIMEOUT, force=signals.forced)
+            stop_adopted(())  # what the children left behind (flow runs, launchers, jobs)
             if pids.owned:  # never touch the file of another running supervisor
                 pids.state, pids.exit_code = "stopped", code
                 with contextlib.suppress(OSError):
@@ -124,6 +132,8 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
         check_port_free("127.0.0.1", settings.prefect_port, "Prefect server", "--prefect-port",
                         "FLOWFORGE_PREFECT_PORT")
     pids.check_stale()
+    # Orphans of a dead child (a killed worker's flow runs) come to us, not to PID 1.
+    become_subreaper()
     # What this process and the servers write (databases, keys, logs) is for this user only.
     os.umask(0o077)
     secure_home(settings)
@@ -222,14 +232,23 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
     console.print(f"  Logs        {_e(settings.home / 'logs')}")
     console.print("Press Ctrl-C to stop.")
 
-    # 6. block
+    # 6. keep every child up until asked to stop: one that dies is restarted, never the others
+    def crashed(run_ids: list[str], reason: str) -> None:
+        for run_id in run_ids:
+            try:
+                with_prefect(api_url, settings.work_pool,
+                             functools.partial(runs.mark_crashed, run_id=run_id, reason=reason),
+                             auth)
+                console.print(f"Marked flow run {run_id} Crashed: {_e(reason)}")
+            except Exception as exc:  # Prefect down too: its own crash detection takes over
+                console.print(f"[yellow]Could not mark flow run {run_id} Crashed: {_e(exc)}[/]")
+
+    keeper = Keeper(children, pids, say=console.print, crashed=crashed)
     while not signals.requested:
-        for child in children:
-            if not child.running():
-                raise SupervisorError(f"{child.describe_exit()}")
+        keeper.tick()
         time.sleep(0.2)
     console.print(f"\n{signals.name} received.")
-    return 0
+    return 1 if keeper.failed() else 0
 
 
 __all__ = ["external_prefect_url", "reap_leftovers", "run_up"]

@@ -256,7 +256,7 @@ def test_busy_port_fails_fast_with_a_clear_message(up: Up, app_dir: Path, tmp_pa
             assert not (home / "logs" / "prefect-server.log").exists()
 
 
-def test_prefect_api_url_set_uses_that_server_and_child_death_stops_all(
+def test_prefect_api_url_set_uses_that_server_and_a_dead_child_is_restarted(
         up: Up, app_dir: Path, tmp_path: Path) -> None:
     prefect_api = f"http://127.0.0.1:{up.prefect_port}/api"
     # --prefect-port is the (busy) port of the first server: not checked, nothing started on it
@@ -283,17 +283,31 @@ def test_prefect_api_url_set_uses_that_server_and_child_death_stops_all(
         assert again.returncode != 0 and "another `flowforge up`" in again.stderr, again.stderr
         assert second.pids()["supervisor"] == second.process.pid
 
-        # a child dying unexpectedly stops the others; non-zero exit with the child's log tail
+        # a child dying is restarted after a backoff, and the others keep running
         pids = second.child_pids()
         os.killpg(pids["worker"], signal.SIGKILL)
-        second.process.wait(20)
-        assert second.process.returncode != 0
-        err = second.err.read_text()
-        assert "worker" in err and "signal 9" in err and "worker.log" in err, err
-        assert not any(alive(pid) for pid in pids.values())
-        assert not port_open(second.api_port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            worker = second.pids()["children"]["worker"]
+            if worker.get("restarts") == 1 and worker.get("status") == "running":
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the worker was not restarted:\n{second.output}")
+        assert worker["pid"] != pids["worker"] and alive(worker["pid"])
+        assert "signal 9" in worker["last_exit"]
+        assert second.process.poll() is None  # the supervisor goes on
+        assert second.child_pids()["api"] == pids["api"] and alive(pids["api"])
+        assert port_open(second.api_port)
+        out = second.out.read_text()
+        assert "worker" in out and "killed by signal 9" in out and "Restarted worker" in out, out
+        _, workers = pool_and_workers(prefect_api, "ff-external", up.auth)
+        assert workers  # the new worker registers itself
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(30) == 0, second.output
+        assert not any(alive(pid) for pid in second.child_pids().values())
         final = second.pids()
-        assert final["state"] == "stopped" and final["exit_code"] == 1
+        assert final["state"] == "stopped" and final["exit_code"] == 0
     finally:
         second.kill()
     # the first stack is untouched

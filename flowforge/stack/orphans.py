@@ -1,0 +1,112 @@
+"""Processes a dead child left behind, found and stopped by the supervisor.
+
+Prefect's process worker starts each flow run in a session of its own, and the run's launcher
+puts every job in a process group of its own, so killing a dead worker's process group does
+not reach them: with the worker gone they were re-parented to PID 1 and ran on. `up` makes
+itself the child subreaper (prctl PR_SET_CHILD_SUBREAPER, Linux 3.4+), so such orphans are
+re-parented to it instead, where it can see them (their parent is the supervisor, but they are
+none of the children it started) and stop their whole process groups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+#: Set once this process is the subreaper. Until then a child this process did not start
+#: could be anything its host started (a test runner's fixtures), so nothing is stopped.
+_subreaper = False
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants this process's children; False where the kernel says no."""
+    global _subreaper
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        _subreaper = bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        _subreaper = False
+    return _subreaper
+
+
+def _parent_and_group(pid: int) -> tuple[int, int] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command (which may hold spaces and parentheses): state ppid pgrp ...
+    fields = stat[stat.rindex(")") + 2:].split()
+    if fields[0] == "Z":
+        return None  # a zombie: nothing left to stop, only to reap
+    return int(fields[1]), int(fields[2])
+
+
+def adopted(known: Iterable[int]) -> dict[int, int]:
+    """`{pid: process group}` of this process's living children that it did not start."""
+    me, mine = os.getpid(), set(known)
+    found: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        info = _parent_and_group(pid)
+        if info is not None and info[0] == me and pid not in mine:
+            found[pid] = info[1]
+    return found
+
+
+def flow_run_of(pid: int) -> str | None:
+    """The Prefect flow run a process runs (Prefect's engine gets PREFECT__FLOW_RUN_ID)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        name, _, value = entry.partition(b"=")
+        if name == b"PREFECT__FLOW_RUN_ID":
+            return value.decode(errors="replace") or None
+    return None
+
+
+def reap(pids: Iterable[int]) -> None:
+    """Collect the exit status of adopted processes that ended, by PID: never `waitpid(-1)`,
+    which would take the status `subprocess` waits for from a child the supervisor started."""
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def stop_adopted(known: Iterable[int], grace: float = 3.0) -> list[int]:
+    """SIGTERM the process group of every adopted orphan, SIGKILL what is left after `grace`,
+    and repeat for their own orphans (a flow run's launcher, then its jobs); the PIDs stopped."""
+    if not _subreaper:
+        return []
+    known = set(known)
+    stopped: list[int] = []
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline + 5:  # bounded: SIGKILL'd processes go at once
+        orphans = adopted(known)
+        if not orphans:
+            break
+        sig = signal.SIGKILL if time.monotonic() >= deadline else signal.SIGTERM
+        for pid, group in orphans.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if group != os.getpgrp():
+                    os.killpg(group, sig)
+                else:
+                    os.kill(pid, sig)
+            if pid not in stopped:
+                stopped.append(pid)
+        time.sleep(0.05)
+        reap(orphans)
+    reap(stopped)
+    return stopped
+
+
+__all__ = ["adopted", "become_subreaper", "flow_run_of", "reap", "stop_adopted"]

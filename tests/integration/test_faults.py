@@ -1,0 +1,114 @@
+"""Faults on a stack of its own: the worker killed with SIGKILL under a running job.
+
+Before: `flowforge up` answered "worker was killed by signal 9" and stopped the API and the
+Prefect server with it; the run stayed Running in Prefect, and its flow-run process, launcher
+and job ran on under PID 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Stack, create_workflow, run_workflow, start_stack, wait_run
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("fault-home")) as started:
+        yield started
+
+
+def children(stack: Stack) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((stack.home / "run" / "pids.json").read_text())
+    return dict(data["children"])
+
+
+def job_pid(api: httpx.Client, run_id: str, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = api.get(f"/runs/{run_id}/logs")
+        if logs.status_code == 200:
+            for line in logs.json():
+                found = re.search(r"job-pid=(\d+)", line.get("message", ""))
+                if found:
+                    return int(found.group(1))
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} never logged its job's pid")
+
+
+def test_a_killed_worker_is_restarted_and_its_run_is_crashed_not_left_running(
+        own_stack: Stack) -> None:
+    with own_stack.client() as api:
+        create_workflow(api, {"name": "long-job", "jobs": [
+            {"name": "wait", "runtime": "bash", "script": "echo job-pid=$$; sleep 300"}]})
+        started = api.post("/workflows/long-job/runs", json={"inputs": {}})
+        assert started.status_code == 201, started.text
+        run_id = started.json()["run_id"]
+        pid = job_pid(api, run_id)
+        assert Path(f"/proc/{pid}").exists()
+
+        worker = children(own_stack)["worker"]
+        os.killpg(worker["pid"], signal.SIGKILL)
+
+        run = wait_run(api, run_id, timeout=60)
+        assert run["state"] == "FAILED" and run["prefect_state"] == "Crashed", run
+        assert "worker" in run["message"] and "signal 9" in run["message"], run
+        # The flow run took the supervisor's SIGTERM as a cancellation of its running job.
+        assert run["jobs"][0]["state"] in ("FAILED", "CANCELLED"), run
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not Path(f"/proc/{pid}").exists(), "the job outlived its worker"
+
+        assert own_stack.process.poll() is None  # the stack is still up
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = children(own_stack)["worker"]
+            health = httpx.get(f"{own_stack.api_url}/healthz", timeout=10)
+            if now.get("status") == "running" and health.status_code == 200:
+                break
+            time.sleep(0.5)
+        assert now["pid"] != worker["pid"] and now["restarts"] == 1, now
+        assert health.status_code == 200, health.text
+
+        create_workflow(api, {"name": "after-crash", "jobs": [
+            {"name": "hi", "runtime": "bash", "script": "echo back"}]})
+        after = run_workflow(api, "after-crash")
+        assert after["state"] == "COMPLETED", after
+
+
+def test_healthz_names_a_part_that_is_restarting(own_stack: Stack) -> None:
+    """Killed twice in a row, the worker waits out a longer backoff; /healthz says so."""
+    for _ in range(2):
+        worker = children(own_stack)["worker"]
+        os.killpg(worker["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while children(own_stack)["worker"]["pid"] == worker["pid"] \
+                and children(own_stack)["worker"]["status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        if children(own_stack)["worker"]["status"] == "restarting":
+            health = httpx.get(f"{own_stack.api_url}/healthz", timeout=10)
+            if health.status_code == 503:
+                details = health.json()["error"]["details"]
+                assert "worker restarting" in details["processes"], details
+                assert "signal 9" in details["processes"], details
+                break
+        deadline = time.monotonic() + 60
+        while children(own_stack)["worker"]["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    else:
+        raise AssertionError("never saw the restarting worker in /healthz")
