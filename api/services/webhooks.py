@@ -10,6 +10,7 @@ secret stays valid until its `previous_until`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -86,7 +87,9 @@ async def accept(session: AsyncSession, target: PrefectTarget, settings: ApiSett
     if count is not None:
         await count()
     try:
-        rendered = templates.render(dict(trigger.inputs), template_context(body, headers, query))
+        # Off the event loop: a body up to FLOWFORGE_MAX_BODY_BYTES is parsed and bounded there.
+        context = await asyncio.to_thread(template_context, body, headers, query)
+        rendered = templates.render(dict(trigger.inputs), context)
     except templates.TemplateError as exc:
         raise InputError([{"field": "inputs", "message": f"webhook inputs: {exc}"}]) from exc
     inputs = resolve_inputs(wf, rendered)
