@@ -140,9 +140,12 @@ async def cancel_run(client: PrefectClient, flow_run: FlowRun) -> StateType:
 
 
 async def mark_crashed(client: PrefectClient, run_id: str, reason: str) -> bool:
-    """Crashed, with `reason`, unless the run had already ended (its own end is the truth)."""
+    """Crashed, with `reason`, unless the run had already ended otherwise (its own end is the
+    truth). A run that crashed by itself gets the reason too: Prefect's engine ends itself
+    when its worker's control channel closes, saying only "aborted by a termination signal"."""
     flow_run = await client.read_flow_run(UUID(run_id))
-    if flow_run.state is not None and flow_run.state.is_final():
+    state = flow_run.state
+    if state is not None and state.is_final() and state.type != StateType.CRASHED:
         return False
     await client.set_flow_run_state(flow_run.id, Crashed(message=reason), force=True)
     return True

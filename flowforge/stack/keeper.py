@@ -91,12 +91,12 @@ class Keeper:
         child.stop(timeout=1)  # whatever is left of its process group
         known = [c.pid for c in self.children if c.pid is not None]
         runs = [r for r in map(flow_run_of, adopted(known)) if r is not None]
+        left = stop_adopted(known)
         if runs and self.crashed is not None:
-            # Before the processes are stopped: a flow run ends itself on SIGTERM, with a
-            # reason that would not name the dead child.
+            # After the processes are gone: a flow run ends itself Crashed on SIGTERM, with a
+            # reason that does not name the dead child; this one replaces it.
             self.crashed(runs, f"{child.name} (pid {child.pid}) {state.last_exit}; "
                                "flowforge up stopped the processes the run left behind")
-        left = stop_adopted(known)
         state.deaths_in_a_row += 1
         detail = f"{child.name} (pid {child.pid}) {state.last_exit}"
         if left:
