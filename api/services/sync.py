@@ -8,24 +8,58 @@ rows still out of sync, so it converges after Prefect was unreachable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.auth import ALL_NAMESPACES
 from api.tables import DependencyRow, JobRow, TriggerRow, WorkflowRow
-from flowforge.controlplane import deploy
+from flowforge.controlplane import crashes, deploy
 from flowforge.controlplane.client import PrefectTarget
 from flowforge.core.errors import PrefectUnavailableError
 from flowforge.core.workflow import Workflow
 
 log = logging.getLogger("flowforge.sync")
 _sync_locks: dict[str, asyncio.Lock] = {}
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key per workflow name for PostgreSQL's advisory locks."""
+    digest = hashlib.sha256(f"flowforge-sync:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextlib.asynccontextmanager
+async def replica_lock(session: AsyncSession, name: str) -> AsyncIterator[None]:
+    """Hold workflow `name`'s sync lock across every API process on this database.
+
+    PostgreSQL: a session-level advisory lock on a connection of its own (the request's
+    session commits inside), so a replica that dies mid-sync releases it with its connection
+    and the next sync, which is idempotent, repairs whatever it left half done. SQLite serves
+    one API process, whose in-process lock is enough.
+    """
+    engine = session.bind
+    if not isinstance(engine, AsyncEngine) or engine.dialect.name != "postgresql":
+        yield
+        return
+    key = lock_key(name)
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        await connection.commit()
+        try:
+            yield
+        finally:
+            await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            await connection.commit()
 
 
 def spec_of(row: WorkflowRow) -> Workflow:
@@ -53,15 +87,18 @@ async def sync_row(session: AsyncSession, row: WorkflowRow, target: PrefectTarge
     the intermittent `sync --check` failure in CI).
     """
     # One sync per workflow at a time in this process: a DELETE and the background loop
-    # otherwise race to remove the same deployment and the same row (seen in CI).
-    async with _sync_locks.setdefault(row.name, asyncio.Lock()):
-        if unless_synced:
-            try:
-                await session.refresh(row)
-            except InvalidRequestError:  # purged meanwhile by a DELETE's sync
-                return row
-            if row.sync_status == "synced" and row.deployment_id:
-                return row
+    # otherwise race to remove the same deployment and the same row (seen in CI); and in every
+    # API process on the same PostgreSQL database (`replica_lock`).
+    async with _sync_locks.setdefault(row.name, asyncio.Lock()), \
+            replica_lock(session, row.name):
+        try:
+            # What is stored now: another replica may have replaced the definition while
+            # this one waited for the lock, and the newest must be what ends up deployed.
+            await session.refresh(row)
+        except InvalidRequestError:  # purged meanwhile by a DELETE's sync
+            return row
+        if unless_synced and row.sync_status == "synced" and row.deployment_id:
+            return row
         try:
             if row.deleted:
                 await deploy.undeploy(row.name, target)
@@ -107,8 +144,9 @@ async def sync_all(session: AsyncSession, target: PrefectTarget, only_unsynced: 
     if not only_unsynced and _in_namespaces(True, namespaces) is True:
         try:  # automations of workflows deleted while Prefect was unreachable
             await deploy.orphan_automations(await live_names(session), target, delete=True)
+            await crashes.ensure(target, target.heartbeat_seconds)
         except PrefectUnavailableError as exc:
-            log.warning("orphan automations not checked: %s", exc.message)
+            log.warning("orphan and crash-detection automations not checked: %s", exc.message)
     return done
 
 
@@ -133,7 +171,10 @@ async def drift_all(session: AsyncSession, target: PrefectTarget,
                                                     delete=False):
             out.setdefault(name.split(":")[1], []).append(
                 f"automation {name} belongs to no FlowForge workflow")
+        if problems := await crashes.drift(target, target.heartbeat_seconds):
+            out[crashes.NAME] = problems
     return out
 
 
-__all__ = ["drift_all", "live_names", "spec_of", "sync_all", "sync_row"]
+__all__ = ["drift_all", "live_names", "lock_key", "replica_lock", "spec_of", "sync_all",
+           "sync_row"]
