@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import runpy
+import signal
 import socket
 import statistics
 import subprocess
@@ -159,8 +160,14 @@ def prefect_server(tmp: Path) -> Iterator[subprocess.Popen[bytes] | None]:
         yield server
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            # The whole group, by PID: the server's own children outlived a plain terminate()
+            # and kept a core busy through the next benchmark.
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
 
 
 def process_cpu(pid: int) -> float:

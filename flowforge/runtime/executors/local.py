@@ -16,6 +16,7 @@ A flow run does not use it directly: the local target's executor is the launcher
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import selectors
@@ -53,6 +54,15 @@ DRAIN_SECONDS: Final = 2.0
 
 _DEVNULL: list[int] = []
 _DEVNULL_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _job_python() -> str:
+    """FLOWFORGE_JOB_PYTHON, read once per process: settings are read from the environment on
+    each construction, which cost every job about 3 ms under a job user (docs/performance.md)."""
+    from flowforge.runtime.settings import WorkerSettings
+
+    return WorkerSettings().job_python or "python3"
 
 
 def _devnull() -> int:
@@ -161,9 +171,7 @@ class LocalExecutor(Executor):
         """The python a job runs with: ours, unless the job user cannot reach it."""
         if self.python is not None or user is None or user.can_reach(sys.executable, os.X_OK):
             return self.python
-        from flowforge.runtime.settings import WorkerSettings
-
-        return WorkerSettings().job_python or "python3"
+        return _job_python()
 
     def run(self, job: ScriptRequest, log: LogFn, target: TargetBase | None = None) -> ScriptResult:
         """Run `job` to the end, calling `log(stream, line)` for each output line as it comes."""
