@@ -33,6 +33,8 @@ class PrefectTarget:
     deadline: float | None = None
     #: The Prefect server's credential (`user:password`, Prefect's basic auth); None: open.
     auth_string: str | None = field(default=None, repr=False)
+    #: Flow-run heartbeat interval the crash-detection automation expects (`crashes`).
+    heartbeat_seconds: int = 30
 
 
 @asynccontextmanager

@@ -41,6 +41,9 @@ class ControlPlaneSettings(BaseSettings):
     prefect_deadline: float = Field(default=120.0, gt=0)
     # How often the API retries the Prefect sync of workflows marked out of sync.
     sync_interval: float = 15.0
+    # Seconds between a flow run's heartbeats (Prefect's minimum is 30): the workers
+    # FlowForge starts send them, and a run silent for twice this is marked Crashed.
+    heartbeat_seconds: int = Field(default=30, ge=30, le=3600)
     # The Prefect server's credential (`user:password`). Unset: PREFECT_API_AUTH_STRING, else
     # the `prefect-auth` file `flowforge up` keeps in the home for the server it starts.
     prefect_auth_string: SecretStr | None = None
@@ -81,7 +84,8 @@ class ControlPlaneSettings(BaseSettings):
         """Where and how workflows are deployed, with this configuration's bounds."""
         return PrefectTarget(api_url=self.prefect_url(), project_dir=self.project,
                              work_pool=self.work_pool, timeout=self.prefect_timeout,
-                             deadline=self.prefect_deadline, auth_string=self.prefect_auth())
+                             deadline=self.prefect_deadline, auth_string=self.prefect_auth(),
+                             heartbeat_seconds=self.heartbeat_seconds)
 
 
 __all__ = ["ADMIN_KEY_FILE", "PREFECT_AUTH_FILE", "ControlPlaneSettings"]

@@ -130,7 +130,8 @@ def _strip_ids(value: Any) -> Any:
     return value
 
 
-def _automation_view(a: AutomationCore) -> dict[str, Any]:
+def automation_view(a: AutomationCore) -> dict[str, Any]:
+    """What of an automation FlowForge sets, comparable with what the server returns."""
     data = a.model_dump(mode="json", include={"name", "description", "enabled", "trigger",
                                               "actions", "actions_on_trigger",
                                               "actions_on_resolve"})
@@ -210,7 +211,7 @@ async def diff(client: PrefectClient, wf: Workflow, deployment_id: UUID,
             plan.drift.append(f"automation {a.name} is in Prefect but not in FlowForge")
             continue
         found.add(a.name)
-        if _automation_view(a) != _automation_view(wanted[a.name]):
+        if automation_view(a) != automation_view(wanted[a.name]):
             plan.update_automations.append((a.id, wanted[a.name]))
             plan.drift.append(f"automation {a.name} differs in Prefect")
     for name, core in wanted.items():

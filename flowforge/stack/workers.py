@@ -49,6 +49,8 @@ def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None,
     if auth:  # Prefect's worker hands its settings on to the flow runs it starts
         env["PREFECT_API_AUTH_STRING"] = auth
     env["PREFECT_WORKER_QUERY_SECONDS"] = str(settings.worker_query_seconds)
+    # Flow runs inherit it: their heartbeats are what the crash-detection automation watches.
+    env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings.heartbeat_seconds)
     if prefect_home is not None:
         env["PREFECT_HOME"] = str(prefect_home)
     return env

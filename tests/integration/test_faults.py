@@ -7,10 +7,13 @@ and job ran on under PID 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +132,70 @@ def test_healthz_names_a_part_that_is_restarting(own_stack: Stack) -> None:
             time.sleep(0.2)
     else:
         raise AssertionError("never saw the restarting worker in /healthz")
+
+
+def test_a_run_whose_heartbeats_stop_is_crashed_by_the_automation(
+        own_stack: Stack, tmp_path: Path) -> None:
+    """A worker on another host (here: a plain `prefect worker` no supervisor watches) dies
+    with its flow run: only the missing heartbeats tell, and FlowForge's automation acts."""
+    env = own_stack.prefect_env(PREFECT_FLOWS_HEARTBEAT_FREQUENCY="30",
+                                PREFECT_WORKER_QUERY_SECONDS="0.5")
+    subprocess.run([sys.executable, "-m", "prefect", "work-pool", "create", "remote-hb",
+                    "--type", "process", "--overwrite"], env=env, check=True,
+                   capture_output=True, timeout=120)
+    log = (tmp_path / "remote-worker.log").open("wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "remote-hb"],
+        env=env, cwd=own_stack.home / "project", stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        with own_stack.client() as api:
+            drift = api.get("/sync/check").json()
+            assert "flowforge-crashed-runs" not in [i["name"] for i in drift["workflows"]], drift
+            create_workflow(api, {"name": "remote-long", "settings": {"work_pool": "remote-hb"},
+                                  "jobs": [{"name": "wait", "runtime": "bash",
+                                            "script": "echo job-pid=$$; sleep 600"}]})
+            started = api.post("/workflows/remote-long/runs", json={"inputs": {}})
+            assert started.status_code == 201, started.text
+            run_id = started.json()["run_id"]
+            pid = job_pid(api, run_id, timeout=120)
+            # The host dies: the worker, the flow run, its launcher and its job, all at once.
+            chain, current = [], pid
+            while current not in (worker.pid, 1, 0):
+                chain.append(current)
+                current = int(Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            killed_at = time.monotonic()
+            for member in [worker.pid, *chain]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgid(member), signal.SIGKILL)
+            worker.wait(10)
+            run = wait_run(api, run_id, timeout=240)
+            took = time.monotonic() - killed_at
+            assert run["state"] == "FAILED" and run["prefect_state"] == "Crashed", run
+            assert "no heartbeat" in (run["message"] or ""), run
+            print(f"crash detected {took:.0f}s after the host died (heartbeat 30 s)")
+            assert took < 200  # generous: twice the heartbeat, plus Prefect's evaluation
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+        log.close()
+
+
+def test_the_crash_detection_automation_is_kept_like_any_other(own_stack: Stack) -> None:
+    with own_stack.client() as api, own_stack.prefect_http() as prefect:
+        found = prefect.post("/automations/filter", json={}).json()
+        mine = [a for a in found if a["name"] == "flowforge-crashed-runs"]
+        assert len(mine) == 1, [a["name"] for a in found]
+        trigger = mine[0]["trigger"]
+        assert trigger["posture"] == "Proactive" and trigger["within"] == 60.0, trigger
+        assert mine[0]["actions"][0]["state"] == "CRASHED"
+        assert prefect.delete(f"/automations/{mine[0]['id']}").status_code == 204
+
+        drift = api.get("/sync/check").json()
+        assert not drift["in_sync"]
+        assert {"name": "flowforge-crashed-runs",
+                "drift": ["automation flowforge-crashed-runs (crash detection) is missing in "
+                          "Prefect"]} in drift["workflows"], drift
+        assert api.post("/sync").status_code == 200
+        assert api.get("/sync/check").json()["in_sync"]
