@@ -19,8 +19,14 @@ from flowforge.controlplane import store
 from flowforge.controlplane.client import PrefectTarget, prefect_client
 
 
-async def _bounded(what: Awaitable[Any], seconds: float) -> Any:
-    return await asyncio.wait_for(what, timeout=seconds)
+async def _answer(what: Awaitable[Any], seconds: float) -> tuple[Any, str | None]:
+    """What `what` returned within `seconds`, or why not (the part's check text)."""
+    try:
+        return await asyncio.wait_for(what, timeout=seconds), None
+    except TimeoutError:
+        return None, f"error: no answer within {seconds:g}s"
+    except Exception as exc:
+        return None, f"error: {exc}"
 
 
 async def _database(session: AsyncSession) -> str:
@@ -56,20 +62,13 @@ async def check(session: AsyncSession, target: PrefectTarget, seconds: float,
     kept = processes(home) if home is not None else None
     if kept is not None:
         checks["processes"] = kept
-    try:
-        checks["database"] = await _bounded(_database(session), seconds)
-    except TimeoutError:
-        checks["database"] = f"error: no answer within {seconds:g}s"
-    except Exception as exc:
-        checks["database"] = f"error: {exc}"
-    try:
-        checks.update(await _bounded(_prefect(target), seconds))
-    except TimeoutError:
-        checks["prefect"] = f"error: no answer within {seconds:g}s"
-        checks["worker"] = "unknown"
-    except Exception as exc:
-        checks["prefect"] = f"error: {exc}"
-        checks["worker"] = "unknown"
+    database, problem = await _answer(_database(session), seconds)
+    checks["database"] = problem or database
+    prefect, problem = await _answer(_prefect(target), seconds)
+    if problem is None:
+        checks.update(prefect)
+    else:
+        checks["prefect"], checks["worker"] = problem, "unknown"
     return checks
 
 

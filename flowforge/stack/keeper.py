@@ -88,6 +88,7 @@ class Keeper:
 
     def _died(self, child: Child, state: ChildState, now: float) -> None:
         state.last_exit = child.exit_reason()
+        detail = f"{child.name} (pid {child.pid}) {state.last_exit}"
         child.stop(timeout=1)  # whatever is left of its process group
         known = [c.pid for c in self.children if c.pid is not None]
         runs = [r for r in map(flow_run_of, adopted(known)) if r is not None]
@@ -95,10 +96,9 @@ class Keeper:
         if runs and self.crashed is not None:
             # After the processes are gone: a flow run ends itself Crashed on SIGTERM, with a
             # reason that does not name the dead child; this one replaces it.
-            self.crashed(runs, f"{child.name} (pid {child.pid}) {state.last_exit}; "
-                               "flowforge up stopped the processes the run left behind")
+            self.crashed(runs, f"{detail}; flowforge up stopped the processes the run left "
+                               "behind")
         state.deaths_in_a_row += 1
-        detail = f"{child.name} (pid {child.pid}) {state.last_exit}"
         if left:
             detail += f"; stopped {len(left)} process(es) it left behind"
         if state.deaths_in_a_row > self.policy.give_up_after:

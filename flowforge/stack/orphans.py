@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from flowforge.runtime.executors.processes import stat_fields
+
 PR_SET_CHILD_SUBREAPER = 36
 #: Set once this process is the subreaper. Until then a child this process did not start
 #: could be anything its host started (a test runner's fixtures), so nothing is stopped.
@@ -36,14 +38,9 @@ def become_subreaper() -> bool:
 
 
 def _parent_and_group(pid: int) -> tuple[int, int] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Fields after the command (which may hold spaces and parentheses): state ppid pgrp ...
-    fields = stat[stat.rindex(")") + 2:].split()
-    if fields[0] == "Z":
-        return None  # a zombie: nothing left to stop, only to reap
+    fields = stat_fields(pid)  # state ppid pgrp ...
+    if fields is None or fields[0] == b"Z":
+        return None  # gone, or a zombie: nothing left to stop, only to reap
     return int(fields[1]), int(fields[2])
 
 
