@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
 from prefect.context import SyncClientContext
 from prefect.exceptions import ObjectNotFound
 
@@ -58,4 +59,21 @@ def run_finished(run_id: str) -> bool:
     return run.state is None or run.state.is_final()
 
 
-__all__ = ["run_finished", "sync_client"]
+def cancelled_before_start(run_id: str) -> bool:
+    """Whether the flow run was cancelled since it was last scheduled, before it started.
+
+    Prefect's worker marks a run cancelled while Pending as Cancelled outright when it does
+    not yet know the run's process; that process then starts anyway, and Prefect lets a flow
+    run leave Cancelled for Running (that is how its manual retries work). A run that was
+    scheduled again after a cancel (a repair) has a Scheduled state after it and goes on.
+    """
+    with sync_client() as client:
+        states = sorted(client.read_flow_run_states(UUID(run_id)), key=lambda s: s.timestamp)
+    since_scheduled: list[StateType] = []
+    for state in states:
+        since_scheduled = [] if state.type == StateType.SCHEDULED else [*since_scheduled,
+                                                                         state.type]
+    return bool({StateType.CANCELLING, StateType.CANCELLED} & set(since_scheduled))
+
+
+__all__ = ["cancelled_before_start", "run_finished", "sync_client"]

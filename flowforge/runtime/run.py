@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect.context import FlowRunContext, SyncClientContext
+from prefect.exceptions import Abort
 from prefect.futures import PrefectFuture, wait
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 
 from flowforge.core import templates
 from flowforge.core.secretrefs import Masker
@@ -26,6 +27,7 @@ from flowforge.runtime.console import plain_console
 from flowforge.runtime.executors import RunExecutors
 from flowforge.runtime.executors.base import RunInfo
 from flowforge.runtime.ledger import Ledger
+from flowforge.runtime.prefect_client import cancelled_before_start, sync_client
 from flowforge.runtime.publisher import Publisher
 from flowforge.runtime.scope import RunScope
 from flowforge.runtime.settings import WorkerSettings
@@ -41,10 +43,11 @@ def load_spec(module_file: str) -> Workflow:
 class WorkflowRun:
     """A flow run from its start to its final state; the jobs share its `scope`."""
 
-    def __init__(self, scope: RunScope, publisher: Publisher) -> None:
+    def __init__(self, scope: RunScope, publisher: Publisher,
+                 exits: contextlib.ExitStack) -> None:
         self.scope = scope
         self.publisher = publisher
-        self._exits = contextlib.ExitStack()  # the shared Prefect client, closed by finish()
+        self._exits = exits  # the shared Prefect client, closed by finish()
 
     @classmethod
     def start(cls, spec: Workflow, inputs: dict[str, Any],
@@ -55,6 +58,16 @@ class WorkflowRun:
             raise RuntimeError("WorkflowRun.start() must be called inside a flow run")
         plain_console()  # before the jobs log: rich renders each line even into a pipe
         flow_run_id = str(ctx.flow_run.id)
+        # Entered first, in the flow body, so every job's task thread inherits one client
+        # instead of building two per task run (see flowforge.runtime.prefect_client).
+        exits = contextlib.ExitStack()
+        exits.enter_context(SyncClientContext.get_or_create())
+        if cancelled_before_start(flow_run_id):
+            with sync_client() as client:
+                client.set_flow_run_state(ctx.flow_run.id, Cancelled(
+                    message="cancelled before it started"), force=True)
+            exits.close()
+            raise Abort("the run was cancelled before it started; no job was run")
         settings = WorkerSettings()
         needs = effective_needs(spec)
         masker = Masker()
@@ -69,10 +82,7 @@ class WorkflowRun:
                          item_tasks=item_tasks(spec))
         publisher = Publisher(flow_run_id, ledger.summary)
         ledger.on_change = publisher.mark_dirty
-        run = cls(scope, publisher)
-        # Entered here, in the flow body, so every job's task thread inherits one client
-        # instead of building two per task run (see flowforge.runtime.prefect_client).
-        run._exits.enter_context(SyncClientContext.get_or_create())
+        run = cls(scope, publisher, exits)
         scope.register()
         executors.prepare(job.target_kind for job in spec.jobs if job.runs_on_target)
         publisher.start()

@@ -49,6 +49,12 @@ def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None,
     if auth:  # Prefect's worker hands its settings on to the flow runs it starts
         env["PREFECT_API_AUTH_STRING"] = auth
     env["PREFECT_WORKER_QUERY_SECONDS"] = str(settings.worker_query_seconds)
+    # A run cancelled while Pending (its process starting) goes Cancelling; the engine then
+    # refuses to start it, and only the worker's pending-run cancellation (off by default;
+    # driven by events, the poll a fallback) moves it on to Cancelled.
+    # `runtime.run.WorkflowRun.start` closes the race that leaves open.
+    env["PREFECT_WORKER_ENABLE_CANCELLATION"] = "true"
+    env["PREFECT_WORKER_CANCELLATION_POLL_SECONDS"] = "10"
     # Flow runs inherit it: their heartbeats are what the crash-detection automation watches.
     env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings.heartbeat_seconds)
     if prefect_home is not None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +307,101 @@ def test_cancel_a_running_run(api: httpx.Client, shared_dir: Path) -> None:
         time.sleep(0.5)
     again = api.post(f"/runs/{run_id}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+
+
+def _flow_run_in(stack: Stack, workflow: str, state: dict[str, Any], **body: Any) -> str:
+    """A flow run of `workflow`'s deployment made straight in Prefect, in `state` (the worker
+    takes Scheduled runs that are due, and only those)."""
+    with stack.prefect_http() as prefect:
+        deployment = prefect.get(f"/deployments/name/{workflow}/{workflow}").json()
+        made = prefect.post(f"/deployments/{deployment['id']}/create_flow_run",
+                            json={"state": state, "tags": ["flowforge"], **body})
+        assert made.status_code == 201, made.text
+        return str(made.json()["id"])
+
+
+def _force_state(stack: Stack, run_id: str, state_type: str) -> None:
+    with stack.prefect_http() as prefect:
+        response = prefect.post(f"/flow_runs/{run_id}/set_state",
+                                json={"state": {"type": state_type}, "force": True})
+        assert response.status_code in (200, 201), response.text
+
+
+def test_a_run_cancelled_while_pending_ends_cancelled(api: httpx.Client, stack: Stack,
+                                                      shared_dir: Path) -> None:
+    """Cancelled between the worker taking it and its process starting (held here by a slow
+    `sitecustomize`): Prefect's engine refuses to start a Cancelling run, and the worker's
+    pending-run cancellation ends it and its process."""
+    slow = shared_dir / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(
+        "import pathlib, time\n"
+        f"pathlib.Path({str(shared_dir / 'pid')!r}).write_text(str(__import__('os').getpid()))\n"
+        "time.sleep(8)\n")
+    marker = shared_dir / "ran"
+    create_workflow(api, {"name": "pending-cancel", "jobs": [
+        {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
+         "script": 'touch "$MARKER"'}]})
+    run_id = _flow_run_in(stack, "pending-cancel", {"type": "SCHEDULED"},
+                          job_variables={"env": {"PYTHONPATH": str(slow)}})
+    deadline = time.monotonic() + 60
+    while not (shared_dir / "pid").exists():
+        assert time.monotonic() < deadline, api.get(f"/runs/{run_id}").json()
+        time.sleep(0.1)
+    assert api.get(f"/runs/{run_id}").json()["state"] == "PENDING"
+    response = api.post(f"/runs/{run_id}/cancel")
+    assert response.status_code == 202, response.text
+    run = wait_run(api, run_id, timeout=60)
+    assert run["state"] == "CANCELLED", run
+    pid = int((shared_dir / "pid").read_text())
+    deadline = time.monotonic() + 30
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"flow-run process {pid} survived the cancel"
+        time.sleep(0.5)
+    assert not marker.exists()
+
+
+def test_a_run_cancelled_before_its_process_started_runs_no_job(
+        api: httpx.Client, stack: Stack, shared_dir: Path) -> None:
+    """The race the worker leaves open: it marks a pending run Cancelled before it knows the
+    run's process, which starts anyway (Prefect lets a flow run leave Cancelled for Running).
+    The flow run must see the cancel and end Cancelled without running a job."""
+    marker = shared_dir / "ran"
+    create_workflow(api, {"name": "late-start", "jobs": [
+        {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
+         "script": 'touch "$MARKER"'}]})
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    run_id = _flow_run_in(stack, "late-start", {"type": "SCHEDULED",
+                                                "state_details": {"scheduled_time": later}})
+    for state_type in ("PENDING", "CANCELLING", "CANCELLED"):
+        _force_state(stack, run_id, state_type)
+    started = subprocess.run(
+        [sys.executable, "-m", "prefect.engine"], cwd=stack.home / "project",
+        env=stack.prefect_env(PREFECT__FLOW_RUN_ID=run_id), capture_output=True, timeout=120)
+    run = api.get(f"/runs/{run_id}").json()
+    assert run["state"] == "CANCELLED", (run, started.stderr.decode()[-2000:])
+    assert run["message"] == "cancelled before it started"
+    assert not marker.exists()
+    assert all(job["attempts"] == 0 for job in run["jobs"]), run
+
+
+def test_a_repaired_cancelled_run_runs_again(api: httpx.Client, stack: Stack,
+                                            shared_dir: Path) -> None:
+    """Scheduled again after the cancel (a repair or a Prefect retry): it goes on."""
+    marker = shared_dir / "ran-again"
+    create_workflow(api, {"name": "cancel-then-retry", "jobs": [
+        {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
+         "script": 'touch "$MARKER"'}]})
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    run_id = _flow_run_in(stack, "cancel-then-retry",
+                          {"type": "SCHEDULED", "state_details": {"scheduled_time": later}})
+    for state_type in ("PENDING", "CANCELLING", "CANCELLED", "SCHEDULED", "PENDING"):
+        _force_state(stack, run_id, state_type)
+    subprocess.run([sys.executable, "-m", "prefect.engine"], cwd=stack.home / "project",
+                   env=stack.prefect_env(PREFECT__FLOW_RUN_ID=run_id), capture_output=True,
+                   timeout=120)
+    assert api.get(f"/runs/{run_id}").json()["state"] == "COMPLETED"
+    assert marker.exists()
 
 
 def _alive(pid: int) -> bool:
