@@ -32,10 +32,23 @@ BIN = Path(sys.executable).parent
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
-def free_port() -> int:
+def free_port(span: int = 1) -> int:
+    """A free port on 127.0.0.1, with the `span - 1` ports after it free too."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if all(_bindable(base + i) for i in range(1, span)):
+            return base
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass
@@ -140,9 +153,14 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def start_stack(home: Path, *args: str, **env: str) -> Iterator[Stack]:
-    """`flowforge up --home HOME [args]` on free ports with extra `env`; stopped by PID on exit."""
-    api_port, prefect_port = free_port(), free_port()
+def start_stack(home: Path, *args: str, span: int = 1, **env: str) -> Iterator[Stack]:
+    """`flowforge up --home HOME [args]` on free ports with extra `env`; stopped by PID on exit.
+
+    `span`: how many consecutive ports the API and the Prefect server each need (replicas)."""
+    api_port = free_port(span)
+    prefect_port = free_port(span)
+    while abs(prefect_port - api_port) < span:
+        prefect_port = free_port(span)
     log = home / "up.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

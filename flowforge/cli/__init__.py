@@ -6,7 +6,7 @@ commands so `flowforge --help` is fast. The CLI stands on top of every layer but
 which it reaches over HTTP like any client.
 """
 
-from flowforge.cli import project, stack, sync
+from flowforge.cli import parts, project, stack, sync
 from flowforge.cli._app import app
 
-__all__ = ["app", "project", "stack", "sync"]
+__all__ = ["app", "parts", "project", "stack", "sync"]

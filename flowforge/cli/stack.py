@@ -30,8 +30,33 @@ def up(
         "--docker", help="Also create the docker work pool (FLOWFORGE_DOCKER_WORK_POOL, default "
         "flowforge-docker) and start a docker worker for it; needs a Docker engine (DOCKER_HOST) "
         "and the runner image (`flowforge image build`).")] = False,
+    database_url: Annotated[str | None, typer.Option(
+        help="FlowForge's database (postgresql://...). Env: FLOWFORGE_DATABASE_URL. "
+             "Default SQLite in the home.", show_default=False)] = None,
+    prefect_database_url: Annotated[str | None, typer.Option(
+        help="The Prefect server's database (postgresql://...). Env: "
+             "FLOWFORGE_PREFECT_DATABASE_URL. Default SQLite in the home.",
+        show_default=False)] = None,
+    redis_url: Annotated[str | None, typer.Option(
+        help="Redis (redis://...) for Prefect's messaging (prefect-redis) and the API's rate "
+             "limits. Env: FLOWFORGE_REDIS_URL.", show_default=False)] = None,
+    prefect_api_replicas: Annotated[int | None, typer.Option(
+        help="Start N Prefect API servers without services (ports --prefect-port and up) and "
+             "one services process; needs --prefect-database-url and --redis-url. Env: "
+             "FLOWFORGE_PREFECT_API_REPLICAS. Default 0: one server with its services.",
+        show_default=False)] = None,
+    api_replicas: Annotated[int | None, typer.Option(
+        help="FlowForge API processes on --api-port and the next ports; more than one needs "
+             "--database-url. Env: FLOWFORGE_API_REPLICAS. Default 1.", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Process workers on the default pool. Env: FLOWFORGE_WORKERS. Default 1.",
+        show_default=False)] = None,
 ) -> None:
     """Start the Prefect server, a process worker and the API; Ctrl-C stops them all.
+
+    The scale-out options start Prefect's multi-server shape on this machine (docs/scale-out.md);
+    `flowforge prefect-server`, `flowforge api` and `flowforge worker` start one part each, for
+    parts on other hosts.
 
     If PREFECT_API_URL (or FLOWFORGE_PREFECT_API_URL) is set, that Prefect server is used and none is started.
 
@@ -40,8 +65,10 @@ def up(
     from flowforge.stack.settings import StackSettings
     from flowforge.stack.up import run_up
 
-    settings = settings_from_options(StackSettings, home=home, api_host=api_host,
-                                     api_port=api_port, prefect_port=prefect_port)
+    settings = settings_from_options(
+        StackSettings, home=home, api_host=api_host, api_port=api_port, prefect_port=prefect_port,
+        database_url=database_url, prefect_database_url=prefect_database_url, redis_url=redis_url,
+        prefect_api_replicas=prefect_api_replicas, api_replicas=api_replicas, workers=workers)
     code = run_up(settings, api_app=api_app, docker=docker)
     raise typer.Exit(code)
 

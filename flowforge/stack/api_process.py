@@ -34,18 +34,24 @@ def api_env(settings: StackSettings, prefect_api_url: str, prefect_home: Path | 
     return env
 
 
+def api_argv(settings: StackSettings, app: str = DEFAULT_API_APP,
+             port: int | None = None) -> list[str]:
+    return [*SERVE_OFF_LOOP_GC, "uvicorn", app, "--host", settings.api_host,
+            "--port", str(port or settings.api_port)]
+
+
 def start_api(settings: StackSettings, prefect_api_url: str, prefect_home: Path | None = None,
-              app: str = DEFAULT_API_APP, auth: str | None = None) -> Child:
-    """Start uvicorn on <api_host>:<api_port> serving `app` (module:attribute)."""
+              app: str = DEFAULT_API_APP, auth: str | None = None, port: int | None = None,
+              name: str = "api") -> Child:
+    """Start uvicorn on <api_host>:<port> (default api_port) serving `app` (module:attribute)."""
     child = Child(
-        name="api",
-        argv=[*SERVE_OFF_LOOP_GC, "uvicorn", app,
-              "--host", settings.api_host, "--port", str(settings.api_port)],
+        name=name,
+        argv=api_argv(settings, app, port),
         env=api_env(settings, prefect_api_url, prefect_home, auth),
-        log_path=settings.home / "logs" / "api.log",
+        log_path=settings.home / "logs" / f"{name}.log",
     )
     child.start()
     return child
 
 
-__all__ = ["API_HEALTH_TIMEOUT", "DEFAULT_API_APP", "api_env", "start_api"]
+__all__ = ["API_HEALTH_TIMEOUT", "DEFAULT_API_APP", "api_argv", "api_env", "start_api"]

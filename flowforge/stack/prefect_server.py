@@ -41,9 +41,24 @@ def prefect_database_url(settings: StackSettings) -> str:
     return url
 
 
-def prefect_server_env(settings: StackSettings, auth: str | None = None) -> dict[str, str]:
+def redis_env(redis_url: str) -> dict[str, str]:
+    """prefect-redis for everything Prefect keeps in memory by default, as Prefect's
+    multi-server guide sets it: its event broker and cache (events between API servers and
+    the services), causal ordering, concurrency leases, and the services' task queue."""
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": redis_url,
+        "PREFECT_SERVER_DOCKET_URL": redis_url,
+    }
+
+
+def prefect_server_env(settings: StackSettings, auth: str | None = None,
+                       port: int | None = None) -> dict[str, str]:
     """The server's env; `auth` (`user:password`) closes its API to requests without it."""
-    port = settings.prefect_port
+    port = port or settings.prefect_port
     home = settings.prefect_home
     env = base_env()
     env.pop("PREFECT_API_URL", None)  # the server must not think it is a client of another one
@@ -55,32 +70,49 @@ def prefect_server_env(settings: StackSettings, auth: str | None = None) -> dict
         "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
         **RECORDER_TUNING,
     })
+    if settings.redis_url:
+        env.update(redis_env(settings.redis_url))
     if auth:
         env["PREFECT_SERVER_API_AUTH_STRING"] = auth
     return env
 
 
+#: What a Prefect server child runs: everything, the API and UI alone, or the services alone.
+ROLES = ("all", "api", "services")
+
+
+def prefect_server_argv(role: str, port: int) -> list[str]:
+    if role == "services":
+        return [*SERVE_OFF_LOOP_GC, "prefect", "server", "services", "start"]
+    argv = [*SERVE_OFF_LOOP_GC, "prefect", "server", "start", "--host", "127.0.0.1",
+            "--port", str(port)]
+    return [*argv, "--no-services"] if role == "api" else argv
+
+
 def start_prefect_server(settings: StackSettings, *, timeout: float = PREFECT_HEALTH_TIMEOUT,
                          check: Callable[[], None] | None = None,
                          on_started: Callable[[Child], None] | None = None,
-                         auth: str | None = None) -> Child:
-    """Start `prefect server start` on 127.0.0.1:<prefect_port> and wait for /api/health.
+                         auth: str | None = None, port: int | None = None, role: str = "all",
+                         name: str = "prefect-server") -> Child:
+    """Start `prefect server start` on 127.0.0.1:<port> (default prefect_port) and wait for
+    /api/health; with role "services", `prefect server services start` (no port to wait on).
 
     `on_started(child)` runs right after the process exists (before the wait). On any failure
     (child died, timeout, stop requested) the child is stopped before raising.
     """
+    port = port or settings.prefect_port
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
     child = Child(
-        name="prefect-server",
-        argv=[*SERVE_OFF_LOOP_GC, "prefect", "server", "start",
-              "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
-        env=prefect_server_env(settings, auth),
-        log_path=settings.home / "logs" / "prefect-server.log",
+        name=name,
+        argv=prefect_server_argv(role, port),
+        env=prefect_server_env(settings, auth, port),
+        log_path=settings.home / "logs" / f"{name}.log",
     )
     child.start()
     if on_started is not None:
         on_started(child)
-    _wait_child_http(child, f"http://127.0.0.1:{settings.prefect_port}/api/health", timeout, check)
+    if role != "services":
+        _wait_child_http(child, f"http://127.0.0.1:{port}/api/health", timeout, check)
     return child
 
 
@@ -102,5 +134,6 @@ def _wait_child_http(child: Child, url: str, timeout: float, check: Callable[[],
         raise
 
 
-__all__ = ["PREFECT_HEALTH_TIMEOUT", "RECORDER_TUNING", "SERVE_OFF_LOOP_GC",
-           "prefect_database_url", "prefect_server_env", "start_prefect_server"]
+__all__ = ["PREFECT_HEALTH_TIMEOUT", "RECORDER_TUNING", "ROLES", "SERVE_OFF_LOOP_GC",
+           "prefect_database_url", "prefect_server_argv", "prefect_server_env", "redis_env",
+           "start_prefect_server"]

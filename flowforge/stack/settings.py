@@ -6,6 +6,7 @@ needs; the children get the effective values as `FLOWFORGE_*` variables.
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from flowforge.controlplane.settings import ControlPlaneSettings
@@ -25,6 +26,21 @@ class StackSettings(ControlPlaneSettings):
     docker_work_pool: str = "flowforge-docker"
     runner_image: str | None = None
     worker_query_seconds: float = 1.0
+    # The scale-out topology (docs/scale-out.md). FlowForge's own database (the API's
+    # FLOWFORGE_DATABASE_URL; default SQLite in the home) and Redis: with it the Prefect
+    # server uses prefect-redis for messaging, its cache, event ordering, leases and its
+    # services' coordination, and the API its rate limits.
+    database_url: str | None = None
+    redis_url: str | None = None
+    # 0: one `prefect server start` with its services in it. N: N API servers without
+    # services (ports prefect_port, prefect_port+1, ...) and one services process; needs
+    # PostgreSQL and Redis, as Prefect's multi-server set-up does.
+    prefect_api_replicas: int = Field(default=0, ge=0, le=16)
+    # FlowForge API processes on api_port, api_port+1, ...; several need PostgreSQL (the
+    # one-syncer lock lives there).
+    api_replicas: int = Field(default=1, ge=1, le=16)
+    # Process workers on the default pool.
+    workers: int = Field(default=1, ge=1, le=32)
 
 
 __all__ = ["StackSettings"]

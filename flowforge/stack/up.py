@@ -18,6 +18,7 @@ import contextlib
 import functools
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -51,6 +52,7 @@ from flowforge.stack.keeper import Keeper
 from flowforge.stack.orphans import become_subreaper, stop_adopted
 from flowforge.stack.prefect_server import start_prefect_server
 from flowforge.stack.settings import StackSettings
+from flowforge.stack.topology import Topology, numbered
 from flowforge.stack.workers import ensure_work_pool, start_worker, wait_worker_online, with_prefect
 
 
@@ -76,6 +78,29 @@ def reap_leftovers(api_url: str, console: Console, quiet: bool = False,
             elif reaped.removed:
                 console.print(f"Removed {len(reaped.removed)} leftover {reaped.kind} job(s): "
                               f"{_e(', '.join(reaped.removed))}")
+
+
+def _start_prefect(settings: StackSettings, shape: Topology, console: Console, signals: Signals,
+                   started: Callable[[Child], None], auth: str) -> None:
+    """One server with its services, or API servers without them plus one services process.
+
+    The first server is started and healthy before the others: each runs the database
+    migrations on start, and two at once on a fresh database would race."""
+    role = "api" if shape.split_services else "all"
+    for i, port in enumerate(shape.prefect_ports):
+        name = numbered("prefect-server", i)
+        console.print(f"Starting Prefect {'API ' if shape.split_services else ''}server on "
+                      f"127.0.0.1:{port} (log: {_e(settings.home / 'logs' / name)}.log) ...")
+        t = time.monotonic()
+        # start_prefect_server stops its own child on failure; register it as soon as it is up
+        start_prefect_server(settings, check=signals.check, on_started=started, auth=auth,
+                             port=port, role=role, name=name)
+        console.print(f"  Prefect server healthy in {time.monotonic() - t:.1f}s")
+    if shape.split_services:
+        start_prefect_server(settings, on_started=started, auth=auth, role="services",
+                             name="prefect-services")
+        console.print("Started Prefect's services (scheduler, automations, ...) in a process "
+                      "of their own")
 
 
 def run_up(settings: StackSettings, *, api_app: str = DEFAULT_API_APP, console: Console | None = None,
@@ -121,15 +146,15 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
                      pids: PidFile, children: list[Child], docker: bool = False) -> int:
     t0 = time.monotonic()
     external = external_prefect_url(settings)
+    shape = Topology.of(settings, external is not None)
     api_local = f"http://{local_host(settings.api_host)}:{settings.api_port}"
 
     # Fail fast before starting anything.
-    check_port_free(settings.api_host, settings.api_port, "FlowForge API", "--api-port",
-                    "FLOWFORGE_API_PORT")
-    if external is None:
-        if settings.prefect_port == settings.api_port:
-            raise SupervisorError(f"--api-port and --prefect-port are both {settings.api_port}")
-        check_port_free("127.0.0.1", settings.prefect_port, "Prefect server", "--prefect-port",
+    for port in shape.api_ports:
+        check_port_free(settings.api_host, port, "FlowForge API", "--api-port",
+                        "FLOWFORGE_API_PORT")
+    for port in shape.prefect_ports:
+        check_port_free("127.0.0.1", port, "Prefect server", "--prefect-port",
                         "FLOWFORGE_PREFECT_PORT")
     pids.check_stale()
     # Orphans of a dead child (a killed worker's flow runs) come to us, not to PID 1.
@@ -150,22 +175,17 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
             if not c.running():
                 raise SupervisorError(c.describe_exit())
 
-    # 1. Prefect server
+    # 1. Prefect server(s)
     prefect_home: Path | None
     auth: str | None
     if external is None:
         prefect_home = settings.prefect_home
         auth = prefect_auth(settings)
-        api_url = f"http://127.0.0.1:{settings.prefect_port}/api"
-        ui_url = f"http://127.0.0.1:{settings.prefect_port}"
+        api_url = shape.prefect_url(0)
+        ui_url = api_url.removesuffix("/api")
         # This process talks to Prefect too (work pool); keep it off ~/.prefect.
         os.environ["PREFECT_HOME"] = str(prefect_home)
-        console.print(f"Starting Prefect server on 127.0.0.1:{settings.prefect_port} "
-                      f"(log: {_e(settings.home / 'logs' / 'prefect-server.log')}) ...")
-        t = time.monotonic()
-        # start_prefect_server stops its own child on failure; register it as soon as it is up
-        start_prefect_server(settings, check=signals.check, on_started=started, auth=auth)
-        console.print(f"  Prefect server healthy in {time.monotonic() - t:.1f}s")
+        _start_prefect(settings, shape, console, signals, started, auth)
     else:
         prefect_home = None
         auth = settings.prefect_auth()
@@ -177,6 +197,9 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
             wait_http_ok(f"{api_url}/health", 15, check=signals.check)
         except TimeoutError as exc:
             raise SupervisorError(f"the Prefect server at {api_url} is not reachable: {exc}") from exc
+
+    def prefect_for(index: int) -> str:
+        return api_url if external is not None else shape.prefect_url(index)
 
     # 2. work pool
     guard()
@@ -197,24 +220,32 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
         check_runner_image(defaults["image"], console)
     reap_leftovers(api_url, console, quiet=not docker, auth=auth)
 
-    # 3. worker(s), 4. API (the API starts while the workers register)
+    # 3. worker(s), 4. API(s) (the APIs start while the workers register)
     guard()
-    started(start_worker(settings, api_url, prefect_home, auth=auth))
+    for i in range(shape.workers):
+        started(start_worker(settings, prefect_for(i), prefect_home, auth=auth,
+                             name=numbered("worker", i)))
     if docker:
         started(start_worker(settings, api_url, prefect_home, pool_type="docker", auth=auth))
     guard()
-    api = start_api(settings, api_url, prefect_home, app=api_app, auth=auth)
-    started(api)
-    console.print(f"Started worker (pool {_e(settings.work_pool)}) and API ({_e(api_app)}) on "
-                  f"{_e(settings.api_host)}:{settings.api_port}; waiting for {_e(api_local)}/healthz ...")
+    apis = []
+    for i, port in enumerate(shape.api_ports):
+        apis.append(start_api(settings, prefect_for(i), prefect_home, app=api_app, auth=auth,
+                              port=port, name=numbered("api", i)))
+        started(apis[-1])
+    console.print(f"Started {shape.workers} worker(s) (pool {_e(settings.work_pool)}) and "
+                  f"{len(apis)} API(s) ({_e(api_app)}) on {_e(settings.api_host)} port(s) "
+                  f"{', '.join(map(str, shape.api_ports))}; waiting for {_e(api_local)}/healthz ...")
 
-    # 5. wait for the API, then make sure the worker really registered
-    try:
-        wait_http_ok(f"{api_local}/healthz", API_HEALTH_TIMEOUT, check=guard)
-    except TimeoutError as exc:
-        raise SupervisorError(f"the API is not healthy: {exc}\nlast lines of {api.log_path}:\n"
-                              f"{api.log_tail()}") from exc
-    wait_worker_online(api_url, settings.work_pool, check=guard, auth=auth)
+    # 5. wait for the APIs, then make sure the workers really registered
+    for api, port in zip(apis, shape.api_ports, strict=True):
+        try:
+            wait_http_ok(f"http://{local_host(settings.api_host)}:{port}/healthz",
+                         API_HEALTH_TIMEOUT, check=guard)
+        except TimeoutError as exc:
+            raise SupervisorError(f"the API is not healthy: {exc}\nlast lines of "
+                                  f"{api.log_path}:\n{api.log_tail()}") from exc
+    wait_worker_online(api_url, settings.work_pool, check=guard, auth=auth, count=shape.workers)
     if docker:
         wait_worker_online(api_url, settings.docker_work_pool, check=guard, auth=auth)
     pids.state = "running"
@@ -222,7 +253,9 @@ def _start_and_block(settings: StackSettings, api_app: str, console: Console, si
     elapsed = time.monotonic() - t0
 
     console.print(f"\n[green bold]FlowForge is up[/] (healthy in {elapsed:.1f}s)")
-    console.print(f"  API docs    {_e(api_local)}/docs")
+    console.print(f"  API docs    {_e(api_local)}/docs"
+                  + (f" (and {len(apis) - 1} more API(s) on the next ports)" if len(apis) > 1
+                     else ""))
     console.print(f"  Prefect UI  {_e(ui_url)}"
                   + (f" (it asks for the whole line in {_e(settings.home / PREFECT_AUTH_FILE)})"
                      if external is None else ""))

@@ -62,20 +62,28 @@ def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None,
     return env
 
 
+def worker_argv(pool: str, pool_type: str = "process", name: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
+            "--type", pool_type]
+    return [*argv, "--name", name] if name else argv
+
+
 def start_worker(settings: StackSettings, api_url: str, prefect_home: Path | None = None,
-                 pool_type: str = "process", auth: str | None = None) -> Child:
+                 pool_type: str = "process", auth: str | None = None,
+                 name: str | None = None) -> Child:
     """Start `prefect worker start --pool <pool> --type <pool_type>` in settings.project.
 
     The pool is `work_pool` for process workers, `docker_work_pool` for the docker worker.
     `prefect_home` is None when using an external Prefect server (keep the user's profile).
+    `name` (default `worker`, `docker-worker`) names the child and its log.
     """
     settings.project.mkdir(parents=True, exist_ok=True)
-    pool, name = ((settings.work_pool, "worker") if pool_type == "process"
-                  else (settings.docker_work_pool, f"{pool_type}-worker"))
+    pool, default = ((settings.work_pool, "worker") if pool_type == "process"
+                     else (settings.docker_work_pool, f"{pool_type}-worker"))
+    name = name or default
     child = Child(
         name=name,
-        argv=[sys.executable, "-m", "prefect", "worker", "start",
-              "--pool", pool, "--type", pool_type],
+        argv=worker_argv(pool, pool_type),
         env=worker_env(settings, api_url, prefect_home, auth),
         log_path=settings.home / "logs" / f"{name}.log",
         cwd=settings.project,
@@ -87,12 +95,13 @@ def start_worker(settings: StackSettings, api_url: str, prefect_home: Path | Non
 
 
 def wait_worker_online(api_url: str, pool: str, timeout: float = WORKER_ONLINE_TIMEOUT,
-                       check: Callable[[], None] | None = None, auth: str | None = None) -> float:
-    """Wait until the pool has an ONLINE worker; return the seconds it took."""
+                       check: Callable[[], None] | None = None, auth: str | None = None,
+                       count: int = 1) -> float:
+    """Wait until the pool has `count` ONLINE workers; return the seconds it took."""
     async def online() -> bool:
         async with get_client() as client:
             workers = await client.read_workers_for_work_pool(pool)
-            return any(w.status == WorkerStatus.ONLINE for w in workers)
+            return sum(w.status == WorkerStatus.ONLINE for w in workers) >= count
 
     start = time.monotonic()
     with prefect_settings(api_url, auth):
@@ -108,4 +117,4 @@ def wait_worker_online(api_url: str, pool: str, timeout: float = WORKER_ONLINE_T
 
 
 __all__ = ["WORKER_ONLINE_TIMEOUT", "ensure_work_pool", "start_worker", "wait_worker_online",
-           "with_prefect", "worker_env"]
+           "with_prefect", "worker_argv", "worker_env"]

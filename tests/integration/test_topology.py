@@ -1,0 +1,153 @@
+"""The scale-out topology started for real by one `flowforge up`: PostgreSQL for both databases,
+Redis (prefect-redis) between two Prefect API servers and a services process, two FlowForge
+APIs and two workers (docs/scale-out.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import BIN, Stack, _child_env, create_workflow, start_stack, wait_run
+from tests.fixtures.postgres import PostgresServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def topology(postgres_server: PostgresServer, redis_url: str,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    postgres_server.create_database("topology_prefect")
+    postgres_server.create_database("topology_flowforge")
+    with start_stack(tmp_path_factory.mktemp("topology"),
+                     "--prefect-api-replicas", "2", "--api-replicas", "2", "--workers", "2",
+                     "--prefect-database-url", postgres_server.url_for("topology_prefect"),
+                     "--database-url", postgres_server.url_for("topology_flowforge"),
+                     "--redis-url", redis_url, span=2) as stack:
+        yield stack
+
+
+def _second(url: str) -> str:
+    """The URL of the next replica: the same host, the next port."""
+    base, _, port = url.rpartition(":")
+    port, slash, rest = port.partition("/")
+    return f"{base}:{int(port) + 1}{slash}{rest}"
+
+
+def _online_workers(stack: Stack, count: int, timeout: float = 90) -> list[str]:
+    """The names of the pool's online workers, once there are `count` (a worker's record is
+    written by its heartbeat, which lands on either Prefect API server)."""
+    deadline = time.monotonic() + timeout
+    with stack.prefect_http() as prefect:
+        while True:
+            workers = prefect.post("/work_pools/flowforge-process/workers/filter",
+                                   json={}).json()
+            online = [w["name"] for w in workers if w["status"] == "ONLINE"]
+            if len(online) >= count:
+                return online
+            assert time.monotonic() < deadline, workers
+            time.sleep(0.5)
+
+
+def _client(stack: Stack, url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=180,
+                        headers={"Authorization": f"Bearer {stack.admin_key}"})
+
+
+def test_every_part_runs_and_answers(topology: Stack) -> None:
+    pids = json.loads((topology.home / "run" / "pids.json").read_text())
+    names = set(pids["children"])
+    assert {"prefect-server", "prefect-server-2", "prefect-services", "worker", "worker-2",
+            "api", "api-2"} <= names, pids
+    prefect_urls = [topology.prefect_url, _second(topology.prefect_url)]
+    for url in prefect_urls:
+        with httpx.Client(timeout=30) as plain:
+            assert plain.get(f"{url}/health").status_code == 200
+            # closed, on every replica
+            assert plain.post(f"{url}/flows/filter", json={}).status_code == 401
+    assert len(_online_workers(topology, 2)) >= 2
+    for url in (topology.api_url, _second(topology.api_url)):
+        with _client(topology, url) as api:
+            health = api.get("/healthz")
+            assert health.status_code == 200, health.text
+
+
+def test_runs_through_either_api_land_on_both_workers(topology: Stack, shared_dir: Path) -> None:
+    """Every run's job runs exactly once (counted by the job, not by Prefect) and both workers
+    take runs: a run both workers reached for is started by one, the other's is refused."""
+    ledger = shared_dir / "ran"
+    first, second = (_client(topology, topology.api_url),
+                     _client(topology, _second(topology.api_url)))
+    with first, second:
+        create_workflow(first, {"name": "spread", "inputs": {"n": {"type": "integer"}},
+                                "jobs": [{"name": "a", "runtime": "bash",
+                                          "env": {"N": "{{ inputs.n }}", "LEDGER": str(ledger)},
+                                          "script": 'sleep 1; echo "$N" >> "$LEDGER"'}]})
+        assert second.get("/workflows/spread").status_code == 200  # one shared database
+        run_ids = [(first if n % 2 else second).post("/workflows/spread/runs", json={
+            "inputs": {"n": n}}).json()["run_id"] for n in range(12)]
+        for run_id in run_ids:
+            assert wait_run(first, run_id, timeout=240)["state"] == "COMPLETED"
+    assert sorted(map(int, ledger.read_text().split())) == list(range(12))
+    taken = {}
+    for log in (topology.home / "logs").glob("worker*.log"):
+        lines = log.read_text().splitlines()
+        taken[log.name] = sum(
+            sum(run_id in line and "submitting flow run" in line for line in lines)
+            - sum(run_id in line and "Aborted submission" in line for line in lines)
+            for run_id in run_ids)
+    assert sum(taken.values()) == len(run_ids), taken
+    assert all(count >= 1 for count in taken.values()) and len(taken) == 2, taken
+
+
+def test_events_reach_the_services_process_through_redis(topology: Stack) -> None:
+    """An event posted to one Prefect API server fires an automation that only the services
+    process evaluates: the two exchange events through Redis."""
+    with _client(topology, _second(topology.api_url)) as api:
+        create_workflow(api, {"name": "on-ping", "jobs": [
+            {"name": "a", "runtime": "bash", "script": "true"}],
+            "triggers": [{"type": "event", "event": "flowforge.test.topology"}]})
+        sent = api.post("/events", json={"event": "flowforge.test.topology",
+                                         "resource": {"prefect.resource.id": "flowforge.test"}})
+        assert sent.status_code == 202, sent.text
+        deadline = time.monotonic() + 120
+        while not (runs := api.get("/workflows/on-ping/runs").json()):
+            assert time.monotonic() < deadline, "the event trigger never fired"
+            time.sleep(1)
+        assert wait_run(api, runs[0]["id"])["state"] == "COMPLETED"
+
+
+def test_parts_start_alone(topology: Stack, tmp_path: Path) -> None:
+    """`flowforge worker` joins the pool from another "host" (its own home) with the stack's
+    Prefect credential; stopped, it leaves."""
+    env = _child_env(PREFECT_API_URL=_second(topology.prefect_url),
+                     PREFECT_API_AUTH_STRING=topology.prefect_auth)
+    worker = subprocess.Popen(
+        [str(BIN / "flowforge"), "worker", "--home", str(tmp_path), "--name", "far-away"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while "far-away" not in _online_workers(topology, 1):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_a_shape_that_cannot_work_is_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "flowforge"), "up", "--home", str(tmp_path), "--api-replicas", "2"],
+        capture_output=True, text=True, timeout=60, env=_child_env())
+    assert result.returncode == 1
+    assert "--api-replicas needs --database-url" in result.stderr
+    result = subprocess.run(
+        [str(BIN / "flowforge"), "up", "--home", str(tmp_path), "--prefect-api-replicas", "2",
+         "--prefect-database-url", "postgresql://x@127.0.0.1/p"],
+        capture_output=True, text=True, timeout=60, env=_child_env())
+    assert result.returncode == 1 and "needs --redis-url" in result.stderr
