@@ -42,6 +42,7 @@ from api.routes import (
 )
 from api.services import keys
 from api.services import sync as sync_service
+from api.services.crash_repair import repair_loop
 from api.services.deliveries import Dispatcher
 from api.services.trigger_audit import audit_trigger_runs
 from api.settings import ApiSettings, get_settings
@@ -109,7 +110,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         tasks = [asyncio.create_task(_sync_loop(app, settings.sync_interval)),
                  asyncio.create_task(app.state.dispatcher.loop(1.0)),
                  asyncio.create_task(audit_trigger_runs(app.state.sessionmaker,
-                                                        app.state.target, 5.0))]
+                                                        app.state.target, 5.0)),
+                 asyncio.create_task(repair_loop(app.state.sessionmaker, app.state.target,
+                                                 settings.ui_url(), 5.0))]
         try:
             yield
         finally:

@@ -109,7 +109,8 @@ def original_inputs(flow_run: FlowRun) -> dict[str, Any]:
 
 async def repair_run(session: AsyncSession, target: PrefectTarget, run_id: str, ui_base: str,
                      extra: list[str], idempotency_key: str | None,
-                     who: Principal | None = None) -> RepairCreated:
+                     who: Principal | None = None,
+                     trigger_extra: dict[str, Any] | None = None) -> RepairCreated:
     flow_run, row, summary = await finished_run(session, target, run_id, who)
     if summary is None:
         raise ConflictError(f"run '{run_id}' published no job summary (it never started); "
@@ -120,7 +121,8 @@ async def repair_run(session: AsyncSession, target: PrefectTarget, run_id: str, 
                             "(name jobs to re-run in 'jobs', or use POST /runs/{id}/rerun)",
                             details={"run_id": run_id})
     key = f"repair:{run_id}:{idempotency_key or uuid.uuid4()}"
-    trigger = {"id": None, "type": "repair", "repair_of": run_id, "idempotency_key": key}
+    trigger = {"id": None, "type": "repair", "repair_of": run_id, "idempotency_key": key,
+               **(trigger_extra or {})}
     new_id = await create_run(session, row, target, {
         **original_inputs(flow_run), "flowforge_trigger": trigger, "flowforge_repair": reused,
     }, key)
@@ -130,11 +132,13 @@ async def repair_run(session: AsyncSession, target: PrefectTarget, run_id: str, 
 
 async def rerun_run(session: AsyncSession, target: PrefectTarget, run_id: str, ui_base: str,
                     inputs: dict[str, Any], idempotency_key: str | None,
-                    who: Principal | None = None) -> RerunCreated:
+                    who: Principal | None = None,
+                    trigger_extra: dict[str, Any] | None = None) -> RerunCreated:
     flow_run, row, _ = await finished_run(session, target, run_id, who)
     resolved = resolve_inputs(sync.spec_of(row), {**original_inputs(flow_run), **inputs})
     key = f"rerun:{run_id}:{idempotency_key or uuid.uuid4()}"
-    trigger = {"id": None, "type": "rerun", "rerun_of": run_id, "idempotency_key": key}
+    trigger = {"id": None, "type": "rerun", "rerun_of": run_id, "idempotency_key": key,
+               **(trigger_extra or {})}
     new_id = await create_run(session, row, target, {**resolved, "flowforge_trigger": trigger},
                               key)
     return RerunCreated(run_id=new_id, prefect_ui_url=runs.ui_url(ui_base, new_id),

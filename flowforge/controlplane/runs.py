@@ -19,7 +19,10 @@ from prefect.client.schemas.filters import (
     DeploymentFilter,
     DeploymentFilterId,
     FlowRunFilter,
+    FlowRunFilterEndTime,
     FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
     FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
@@ -110,6 +113,16 @@ async def due_since(client: PrefectClient, since: datetime, until: datetime,
         sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=limit))
 
 
+async def crashed_since(client: PrefectClient, since: datetime, limit: int) -> list[FlowRun]:
+    """FlowForge's runs that ended Crashed after `since`, newest first."""
+    return list(await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED])),
+            end_time=FlowRunFilterEndTime(after_=since),
+            tags=FlowRunFilterTags(all_=TAGS)),
+        sort=FlowRunSort.END_TIME_DESC, limit=limit))
+
+
 async def read_logs(client: PrefectClient, run_id: UUID, limit: int,
                     offset: int) -> list[tuple[Log, str | None]]:
     """A page of the run's log lines, each with the name of the job (task run) it came from."""
@@ -154,6 +167,7 @@ async def mark_crashed(client: PrefectClient, run_id: str, reason: str) -> bool:
 __all__ = [
     "TAGS",
     "cancel_run",
+    "crashed_since",
     "create_run",
     "due_since",
     "flow_name",

@@ -34,6 +34,10 @@ class WorkflowSettings(_Model):
     allow_host_network: bool = False
     max_concurrent_runs: Annotated[int | None, Field(ge=1, le=10000)] = None
     on_limit: Literal["queue", "cancel_new"] | None = None
+    # A run that crashed (its worker or machine died): "repair" starts a repair of it by
+    # itself (completed jobs' outputs reused), at most `max_repairs` (default 1) in a chain.
+    on_crash: Literal["fail", "repair"] | None = None
+    max_repairs: Annotated[int | None, Field(ge=1, le=10)] = None
 
 
 class Workflow(_Model):

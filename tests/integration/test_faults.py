@@ -199,3 +199,46 @@ def test_the_crash_detection_automation_is_kept_like_any_other(own_stack: Stack)
                           "Prefect"]} in drift["workflows"], drift
         assert api.post("/sync").status_code == 200
         assert api.get("/sync/check").json()["in_sync"]
+
+
+def test_on_crash_repair_finishes_a_crashed_run_by_itself(own_stack: Stack,
+                                                          tmp_path: Path) -> None:
+    """`settings.on_crash: repair`: the worker dies under the second job; the API starts one
+    repair, which reuses the first job's output and runs the second again."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    ledger, mark = shared / "ledger", shared / "mark"
+    with own_stack.client() as api:
+        create_workflow(api, {
+            "name": "self-healing", "settings": {"on_crash": "repair"},
+            "jobs": [
+                {"name": "first", "runtime": "bash", "env": {"LEDGER": str(ledger)},
+                 "script": 'source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+                           'echo first >> "$LEDGER"; ff_output \'{"n": 7}\''},
+                {"name": "second", "runtime": "bash", "needs": ["first"],
+                 "env": {"MARK": str(mark), "LEDGER": str(ledger),
+                         "N": "{{ jobs.first.output.n }}"},
+                 "script": 'echo "second $N" >> "$LEDGER"\n'
+                           '[ -e "$MARK" ] && exit 0\ntouch "$MARK"; echo job-pid=$$; sleep 300'},
+            ]})
+        run_id = api.post("/workflows/self-healing/runs", json={"inputs": {}}).json()["run_id"]
+        job_pid(api, run_id)
+        os.killpg(running_worker(own_stack)["pid"], signal.SIGKILL)
+        assert wait_run(api, run_id, timeout=60)["prefect_state"] == "Crashed"
+
+        deadline = time.monotonic() + 120
+        while len(runs := api.get("/workflows/self-healing/runs").json()) < 2:
+            assert time.monotonic() < deadline, runs
+            time.sleep(1)
+        repair_id = next(r["id"] for r in runs if r["id"] != run_id)
+        repaired = wait_run(api, repair_id, timeout=180)
+        assert repaired["state"] == "COMPLETED", repaired
+        trigger = repaired["trigger"]
+        assert trigger["type"] == "repair" and trigger["repair_of"] == run_id, trigger
+        assert trigger["crash_repairs"] == 1
+        jobs = {job["name"]: job for job in repaired["jobs"]}
+        assert jobs["first"]["reused"] and jobs["first"]["output"] == {"n": 7}
+        assert ledger.read_text().splitlines() == ["first", "second 7", "second 7"]
+        time.sleep(6)  # a pass of every API's loop later: still one repair
+        assert len(api.get("/workflows/self-healing/runs").json()) == 2
