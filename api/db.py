@@ -49,6 +49,11 @@ def head_revision() -> str:
     return head
 
 
+#: The advisory lock key migrations hold on PostgreSQL (any constant no other lock uses;
+#: the per-workflow sync locks are hashes of names, see api/services/sync.py).
+MIGRATION_LOCK = 0x466C6F77466F7267  # "FlowForg"
+
+
 def migrate(url: str) -> None:
     """Bring the schema to the latest revision (blocking; the API runs it in a thread)."""
     if url.startswith("sqlite"):
@@ -61,6 +66,11 @@ def migrate(url: str) -> None:
     engine = create_engine(sync_url(url))
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # API replicas starting together on a fresh database would each create the
+                # tables; the first to hold this lock migrates (DDL is transactional on
+                # PostgreSQL), the others then find the schema at head.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
         if url.startswith("sqlite"):

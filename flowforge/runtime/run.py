@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,19 @@ from flowforge.runtime.scope import RunScope
 from flowforge.runtime.settings import WorkerSettings
 from flowforge.runtime.tasks import item_tasks, job_tasks
 from flowforge.runtime.upstream import enrich
+
+_log = logging.getLogger("flowforge.run")
+
+
+def _cancelled_before_start(flow_run_id: str) -> bool:
+    """`prefect_client.cancelled_before_start`, open on failure: the engine has just moved the
+    run to Running through the same server, and a run failed for one unanswered read would be
+    worse than the rare cancel it would have caught."""
+    try:
+        return cancelled_before_start(flow_run_id)
+    except Exception as exc:
+        _log.warning("could not read the run's states (%s); going on", exc)
+        return False
 
 
 def load_spec(module_file: str) -> Workflow:
@@ -62,7 +76,7 @@ class WorkflowRun:
         # instead of building two per task run (see flowforge.runtime.prefect_client).
         exits = contextlib.ExitStack()
         exits.enter_context(SyncClientContext.get_or_create())
-        if cancelled_before_start(flow_run_id):
+        if _cancelled_before_start(flow_run_id):
             with sync_client() as client:
                 client.set_flow_run_state(ctx.flow_run.id, Cancelled(
                     message="cancelled before it started"), force=True)

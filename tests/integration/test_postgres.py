@@ -93,3 +93,24 @@ def test_flowforge_up_runs_prefect_on_postgres(postgres_server: PostgresServer,
         assert run["state"] == "COMPLETED", run
     assert not (tmp_path / "prefect" / "prefect.db").exists()
     assert _count(url, "flow_run") >= 1
+
+
+def test_replicas_migrating_a_fresh_database_at_once(postgres_server: PostgresServer) -> None:
+    """Several API processes starting together: one migrates, the others find it done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from api.db import migrate
+
+    postgres_server.create_database("migrate_race")
+    url = postgres_server.url_for("migrate_race")
+    pool = ThreadPoolExecutor(4)
+    try:  # without the lock they deadlock or collide: fail, do not hang
+        for result in [pool.submit(migrate, url) for _ in range(4)]:
+            result.result(timeout=120)
+    finally:
+        pool.shutdown(wait=False)
+    engine = sa.create_engine(sync_url(url))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() \
+            == head_revision()
+    engine.dispose()

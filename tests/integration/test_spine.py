@@ -14,9 +14,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.objects import State
+from prefect.states import Cancelled, Cancelling, Pending, Scheduled
 
 from flowforge.core import gate
 from tests.conftest import (
@@ -309,22 +313,21 @@ def test_cancel_a_running_run(api: httpx.Client, shared_dir: Path) -> None:
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
 
 
-def _flow_run_in(stack: Stack, workflow: str, state: dict[str, Any], **body: Any) -> str:
+def _flow_run_in(stack: Stack, workflow: str, state: State[Any],
+                 job_variables: dict[str, Any] | None = None) -> str:
     """A flow run of `workflow`'s deployment made straight in Prefect, in `state` (the worker
-    takes Scheduled runs that are due, and only those)."""
-    with stack.prefect_http() as prefect:
-        deployment = prefect.get(f"/deployments/name/{workflow}/{workflow}").json()
-        made = prefect.post(f"/deployments/{deployment['id']}/create_flow_run",
-                            json={"state": state, "tags": ["flowforge"], **body})
-        assert made.status_code == 201, made.text
-        return str(made.json()["id"])
+    takes Scheduled runs that are due, and only those). Through Prefect's client, which
+    retries the 503s a loaded SQLite server answers."""
+    with SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth) as client:
+        deployment = client.read_deployment_by_name(f"{workflow}/{workflow}")
+        made = client.create_flow_run_from_deployment(
+            deployment.id, state=state, tags=["flowforge"], job_variables=job_variables)
+        return str(made.id)
 
 
-def _force_state(stack: Stack, run_id: str, state_type: str) -> None:
-    with stack.prefect_http() as prefect:
-        response = prefect.post(f"/flow_runs/{run_id}/set_state",
-                                json={"state": {"type": state_type}, "force": True})
-        assert response.status_code in (200, 201), response.text
+def _force_state(stack: Stack, run_id: str, state: State[Any]) -> None:
+    with SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth) as client:
+        client.set_flow_run_state(UUID(run_id), state, force=True)
 
 
 def test_a_run_cancelled_while_pending_ends_cancelled(api: httpx.Client, stack: Stack,
@@ -342,7 +345,7 @@ def test_a_run_cancelled_while_pending_ends_cancelled(api: httpx.Client, stack: 
     create_workflow(api, {"name": "pending-cancel", "jobs": [
         {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
          "script": 'touch "$MARKER"'}]})
-    run_id = _flow_run_in(stack, "pending-cancel", {"type": "SCHEDULED"},
+    run_id = _flow_run_in(stack, "pending-cancel", Scheduled(),
                           job_variables={"env": {"PYTHONPATH": str(slow)}})
     deadline = time.monotonic() + 60
     while not (shared_dir / "pid").exists():
@@ -370,11 +373,10 @@ def test_a_run_cancelled_before_its_process_started_runs_no_job(
     create_workflow(api, {"name": "late-start", "jobs": [
         {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
          "script": 'touch "$MARKER"'}]})
-    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    run_id = _flow_run_in(stack, "late-start", {"type": "SCHEDULED",
-                                                "state_details": {"scheduled_time": later}})
-    for state_type in ("PENDING", "CANCELLING", "CANCELLED"):
-        _force_state(stack, run_id, state_type)
+    later = datetime.now(UTC) + timedelta(days=1)
+    run_id = _flow_run_in(stack, "late-start", Scheduled(scheduled_time=later))
+    for state in (Pending(), Cancelling(), Cancelled()):
+        _force_state(stack, run_id, state)
     started = subprocess.run(
         [sys.executable, "-m", "prefect.engine"], cwd=stack.home / "project",
         env=stack.prefect_env(PREFECT__FLOW_RUN_ID=run_id), capture_output=True, timeout=120)
@@ -392,11 +394,11 @@ def test_a_repaired_cancelled_run_runs_again(api: httpx.Client, stack: Stack,
     create_workflow(api, {"name": "cancel-then-retry", "jobs": [
         {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
          "script": 'touch "$MARKER"'}]})
-    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    run_id = _flow_run_in(stack, "cancel-then-retry",
-                          {"type": "SCHEDULED", "state_details": {"scheduled_time": later}})
-    for state_type in ("PENDING", "CANCELLING", "CANCELLED", "SCHEDULED", "PENDING"):
-        _force_state(stack, run_id, state_type)
+    later = datetime.now(UTC) + timedelta(days=1)
+    run_id = _flow_run_in(stack, "cancel-then-retry", Scheduled(scheduled_time=later))
+    for state in (Pending(), Cancelling(), Cancelled(), Scheduled(scheduled_time=later),
+                  Pending()):
+        _force_state(stack, run_id, state)
     subprocess.run([sys.executable, "-m", "prefect.engine"], cwd=stack.home / "project",
                    env=stack.prefect_env(PREFECT__FLOW_RUN_ID=run_id), capture_output=True,
                    timeout=120)

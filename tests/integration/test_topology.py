@@ -4,7 +4,10 @@ APIs and two workers (docs/scale-out.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -151,3 +154,30 @@ def test_a_shape_that_cannot_work_is_refused(tmp_path: Path) -> None:
          "--prefect-database-url", "postgresql://x@127.0.0.1/p"],
         capture_output=True, text=True, timeout=60, env=_child_env())
     assert result.returncode == 1 and "needs --redis-url" in result.stderr
+
+
+def test_one_api_replica_killed_the_other_keeps_answering(topology: Stack) -> None:
+    """kill -9 of one FlowForge API under a stream of writes to the other: every request is
+    answered, no definition is lost, and the killed one comes back with all of them."""
+    pids = json.loads((topology.home / "run" / "pids.json").read_text())["children"]
+    killed = pids["api"]["pid"]
+    with _client(topology, _second(topology.api_url)) as survivor:
+        names = []
+        for i in range(20):
+            if i == 5:
+                os.killpg(killed, signal.SIGKILL)
+            name = f"while-killed-{i}"
+            create_workflow(survivor, {"name": name, "jobs": [
+                {"name": "a", "runtime": "bash", "script": "true"}]})
+            names.append(name)
+    deadline = time.monotonic() + 120
+    while True:
+        now = json.loads((topology.home / "run" / "pids.json").read_text())["children"]["api"]
+        if now["pid"] != killed and now.get("status") == "running":
+            with contextlib.suppress(httpx.HTTPError), _client(topology, topology.api_url) as back:
+                if back.get("/healthz").status_code == 200:
+                    listed = {w["name"] for w in back.get("/workflows").json()}
+                    break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.5)
+    assert set(names) <= listed
