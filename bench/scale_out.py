@@ -5,6 +5,8 @@ Run by hand (not in CI):  .venv/bin/python bench/scale_out.py [--runs 500] [--ra
 
 Starts, one after the other on free 127.0.0.1 ports:
 
+Each worker runs at most `--limit` flow runs at once (a process each).
+
 * single: `flowforge up` on its defaults (SQLite for both databases, one Prefect server with
   its services, one worker, one API);
 * topology: PostgreSQL and Redis (Debian's servers, started here), `--prefect-api-replicas 2
@@ -159,12 +161,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--hooks", type=int, default=1000)
     parser.add_argument("--hook-rate", type=float, default=50)
+    parser.add_argument("--limit", type=int, default=8,
+                        help="flow runs a worker runs at once (FLOWFORGE_WORKER_LIMIT)")
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         (base / "single").mkdir()
-        with start_stack(base / "single") as stack:
+        limit = {"FLOWFORGE_WORKER_LIMIT": str(args.limit)}
+        with start_stack(base / "single", **limit) as stack:
             results["single"] = measure(stack, 1, args)
         (base / "topology").mkdir()
         (base / "redis").mkdir()
@@ -175,7 +180,7 @@ def main() -> None:
             with start_stack(base / "topology", "--prefect-api-replicas", "2", "--api-replicas",
                              "2", "--workers", "2", "--prefect-database-url",
                              pg.url_for("prefect"), "--database-url", pg.url,
-                             "--redis-url", redis, span=2) as stack:
+                             "--redis-url", redis, span=2, **limit) as stack:
                 results["topology"] = measure(stack, 2, args)
     print(f"\n{args.runs} one-job runs at {args.rate}/s; {args.hooks} webhook deliveries at "
           f"{args.hook_rate}/s")

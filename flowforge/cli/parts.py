@@ -92,7 +92,7 @@ def worker(
     settings = settings_from_options(StackSettings, home=home, work_pool=pool)
     settings.project.mkdir(parents=True, exist_ok=True)
     os.umask(0o022)  # jobs' files are read by the job user too
-    _exec(worker_argv(settings.work_pool, "process", name),
+    _exec(worker_argv(settings.work_pool, "process", name, settings.worker_limit),
           worker_env(settings, settings.prefect_url(), None, settings.prefect_auth()),
           cwd=settings.project)
 

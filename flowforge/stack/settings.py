@@ -39,8 +39,11 @@ class StackSettings(ControlPlaneSettings):
     # FlowForge API processes on api_port, api_port+1, ...; several need PostgreSQL (the
     # one-syncer lock lives there).
     api_replicas: int = Field(default=1, ge=1, le=16)
-    # Process workers on the default pool.
+    # Process workers on the default pool, and how many flow runs each runs at once (Prefect's
+    # `--limit`; unset: no limit, Prefect's default). Each flow run is a Python process of
+    # ~100 MB: a burst of hundreds of due runs on a small machine wants a limit.
     workers: int = Field(default=1, ge=1, le=32)
+    worker_limit: int | None = Field(default=None, ge=1)
 
 
 __all__ = ["StackSettings"]

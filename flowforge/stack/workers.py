@@ -62,9 +62,12 @@ def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None,
     return env
 
 
-def worker_argv(pool: str, pool_type: str = "process", name: str | None = None) -> list[str]:
+def worker_argv(pool: str, pool_type: str = "process", name: str | None = None,
+                limit: int | None = None) -> list[str]:
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
             "--type", pool_type]
+    if limit:
+        argv += ["--limit", str(limit)]
     return [*argv, "--name", name] if name else argv
 
 
@@ -83,7 +86,7 @@ def start_worker(settings: StackSettings, api_url: str, prefect_home: Path | Non
     name = name or default
     child = Child(
         name=name,
-        argv=worker_argv(pool, pool_type),
+        argv=worker_argv(pool, pool_type, limit=settings.worker_limit),
         env=worker_env(settings, api_url, prefect_home, auth),
         log_path=settings.home / "logs" / f"{name}.log",
         cwd=settings.project,
