@@ -12,7 +12,8 @@ from flowforge.cli._app import app
 
 def compile_files(files: list[Path], out: Path, check: bool, work_pool: str,
                   pull_dir: str) -> list[str]:
-    """Compile workflow files into `out/flows` and `out/prefect.yaml`; return what was stale.
+    """Compile workflow files into `out/flows`, `out/deployments` and `out/prefect.yaml`;
+    return what was stale.
 
     With `check`, nothing is written: the return value lists every file that differs from
     what compiling would write, which is how CI catches a hand-edited or stale flow.
@@ -52,6 +53,11 @@ def compile_files(files: list[Path], out: Path, check: bool, work_pool: str,
     ours, theirs = target / "prefect.yaml", out / "prefect.yaml"
     if not theirs.exists() or theirs.read_text() != ours.read_text():
         stale.append(str(theirs))
+    for c in compiled:
+        mine, theirs = (target / "deployments" / f"{c.module}.yaml",
+                        out / "deployments" / f"{c.module}.yaml")
+        if not theirs.exists() or theirs.read_text() != mine.read_text():
+            stale.append(str(theirs))
     return stale
 
 

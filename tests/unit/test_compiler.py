@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flowforge.controlplane.compiler import compile_workflow, mermaid
 from flowforge.controlplane.deploy import parameter_schema
@@ -99,3 +100,37 @@ def test_runtime_does_not_import_api_or_database() -> None:
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_committed_deployments_and_prefect_yaml_are_fresh() -> None:
+    """deployments/ (one definition per workflow) and the prefect.yaml assembled from them."""
+    flowforge = Path(sys.executable).parent / "flowforge"
+    check = subprocess.run(
+        [str(flowforge), "compile", *(str(EXAMPLES / f"{n}.yaml") for n in LOADABLE),
+         "--out", str(ROOT), "--check"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_deployment_definition_per_workflow_kept_current(tmp_path: Path) -> None:
+    flowforge = Path(sys.executable).parent / "flowforge"
+
+    def compile_(*names: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(flowforge), "compile", *(str(EXAMPLES / f"{n}.yaml")
+                                                          for n in names),
+                               "--out", str(tmp_path), *(["--check"] if check else [])],
+                              capture_output=True, text=True, timeout=60)
+
+    assert compile_("etl", "financial-report").returncode == 0
+    definition = tmp_path / "deployments" / "customer_etl.yaml"
+    entry = yaml.safe_load(definition.read_text())
+    assert entry["entrypoint"] == "flows/customer_etl.py:customer_etl"
+    assert entry["schedules"][0]["cron"] == "0 2 * * *"
+    assembled = yaml.safe_load((tmp_path / "prefect.yaml").read_text())
+    assert entry in assembled["deployments"]
+    definition.write_text("# edited by hand\n")
+    stale = compile_("etl", check=True)
+    assert stale.returncode == 1 and "customer_etl.yaml" in stale.stdout + stale.stderr
+    (tmp_path / "flows" / "financial_report.json").unlink()
+    (tmp_path / "flows" / "financial_report.py").unlink()
+    assert compile_("etl").returncode == 0
+    assert sorted(p.name for p in (tmp_path / "deployments").iterdir()) == ["customer_etl.yaml"]
