@@ -9,6 +9,7 @@
 #   - OpenSSH's server binary (/usr/sbin/sshd, Debian's `openssh-server`) and `ssh-keygen`;
 #     the SSH tests start their own private sshd instances on 127.0.0.1 ports.
 #   - Redis (`redis-server`): shared rate limits across API processes; tests start their own.
+#   - `docker-compose` (Debian's): `docker-compose config` checks infra/compose.yaml.
 # Idempotent: when everything is present it installs nothing and runs no apt-get update.
 # It never starts a service: the install neither creates nor starts Debian's "main"
 # cluster, and any postmaster the install did start anyway is stopped by its PID.
@@ -61,6 +62,7 @@ command -v dockerd >/dev/null 2>&1 || packages+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || packages+=(debootstrap)
 [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-server)
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+command -v docker-compose >/dev/null 2>&1 || packages+=(docker-compose)  # checks infra/compose.yaml
 
 if [ "${#packages[@]}" -eq 0 ]; then
   exit 0
@@ -122,6 +124,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(dockerd)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 [ -x /usr/sbin/sshd ] || missing+=(/usr/sbin/sshd)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ "${#missing[@]}" -gt 0 ]; then
   log "still missing after install: ${missing[*]}"
   exit 1

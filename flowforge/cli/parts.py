@@ -35,9 +35,13 @@ def prefect_server(
     home: HomeOption = None,
     port: Annotated[int | None, typer.Option(
         help="Port. Env: FLOWFORGE_PREFECT_PORT. Default 4200.", show_default=False)] = None,
+    host: Annotated[str, typer.Option(
+        help="Interface (0.0.0.0 in a container; set PREFECT_UI_API_URL to the address "
+             "browsers use).")] = "127.0.0.1",
 ) -> None:
     """Run a Prefect server as `flowforge up` does: its database (FLOWFORGE_PREFECT_DATABASE_URL),
-    Redis (FLOWFORGE_REDIS_URL), its credential (<home>/prefect-auth) and tuning."""
+    Redis (FLOWFORGE_REDIS_URL), its credential (FLOWFORGE_PREFECT_AUTH_STRING, else
+    <home>/prefect-auth) and tuning."""
     from flowforge.stack.home import prefect_auth, secure_home
     from flowforge.stack.prefect_server import ROLES, prefect_server_argv, prefect_server_env
     from flowforge.stack.settings import StackSettings
@@ -51,8 +55,11 @@ def prefect_server(
     os.umask(0o077)
     secure_home(settings)
     settings.prefect_home.mkdir(parents=True, exist_ok=True)
-    auth = prefect_auth(settings)
-    _exec(prefect_server_argv(role, settings.prefect_port),
+    # The operator's credential (FLOWFORGE_PREFECT_AUTH_STRING, shared by every part), else
+    # the home's, made on first start as `flowforge up` does.
+    given = settings.prefect_auth_string
+    auth = given.get_secret_value() if given is not None else prefect_auth(settings)
+    _exec(prefect_server_argv(role, settings.prefect_port, host),
           prefect_server_env(settings, auth, settings.prefect_port))
 
 

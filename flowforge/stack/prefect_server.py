@@ -66,10 +66,11 @@ def prefect_server_env(settings: StackSettings, auth: str | None = None,
         "PREFECT_HOME": str(home),
         "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database_url(settings),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_UI_URL": f"http://127.0.0.1:{port}",
         **RECORDER_TUNING,
     })
+    # Where browsers reach this server; an operator's own value (a load balancer) wins.
+    env.setdefault("PREFECT_UI_API_URL", f"http://127.0.0.1:{port}/api")
+    env.setdefault("PREFECT_UI_URL", f"http://127.0.0.1:{port}")
     if settings.redis_url:
         env.update(redis_env(settings.redis_url))
     if auth:
@@ -81,10 +82,10 @@ def prefect_server_env(settings: StackSettings, auth: str | None = None,
 ROLES = ("all", "api", "services")
 
 
-def prefect_server_argv(role: str, port: int) -> list[str]:
+def prefect_server_argv(role: str, port: int, host: str = "127.0.0.1") -> list[str]:
     if role == "services":
         return [*SERVE_OFF_LOOP_GC, "prefect", "server", "services", "start"]
-    argv = [*SERVE_OFF_LOOP_GC, "prefect", "server", "start", "--host", "127.0.0.1",
+    argv = [*SERVE_OFF_LOOP_GC, "prefect", "server", "start", "--host", host,
             "--port", str(port)]
     return [*argv, "--no-services"] if role == "api" else argv
 

@@ -1,0 +1,2 @@
+-- The Prefect server's database beside FlowForge's (POSTGRES_DB creates `flowforge`).
+CREATE DATABASE prefect OWNER flowforge;
