@@ -99,19 +99,23 @@ def record(results: dict[str, list[float]], label: str, values: list[float]) -> 
         results.setdefault(f"{label} -> {phase}", []).append(value)
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signed(secret: str, body: bytes, delivery: str) -> dict[str, str]:
+    """The headers of a FlowForge-signed delivery: HMAC-SHA256 of "{ts}.{delivery}.{body}"."""
+    stamp = str(int(time.time()))
+    mac = hmac.new(secret.encode(), f"{stamp}.{delivery}.".encode() + body, hashlib.sha256)
+    return {"X-FlowForge-Signature": "sha256=" + mac.hexdigest(),
+            "X-FlowForge-Timestamp": stamp, "X-FlowForge-Delivery": delivery,
+            "Content-Type": "application/json"}
 
 
 async def burst(url: str, secret: str, rate: int,
                 seconds: int) -> tuple[int, int, list[str], list[int]]:
     body = b'{"burst": true}'
-    headers = {"X-FlowForge-Signature": sign(secret, body), "Content-Type": "application/json"}
     ok, bad, ids, retried = 0, 0, [], []
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as client:
         async def one(i: int) -> None:
             nonlocal ok, bad
-            h = {**headers, "X-FlowForge-Delivery": f"burst-{i}"}
+            h = signed(secret, body, f"burst-{i}")
             for attempt in range(3):  # a sender's retry: the delivery id keeps it one run
                 if attempt:
                     retried.append(i)
@@ -215,9 +219,8 @@ def run_bench(api_url: str, prefect_url: str, args: argparse.Namespace) -> None:
         # webhook: POST -> job start
         body = b"{}"
         t0 = time.time()
-        r = api.post(hook["url"], content=body, headers={
-            "X-FlowForge-Signature": sign(hook["secret"], body),
-            "X-FlowForge-Delivery": str(uuid.uuid4())})
+        r = api.post(hook["url"], content=body,
+                     headers=signed(hook["secret"], body, str(uuid.uuid4())))
         assert r.status_code == 202, r.text
         results.setdefault("webhook POST -> 202 answer", []).append(time.time() - t0)
         record(results, "webhook POST", latencies(client, wait_done(api, r.json()["run_id"]), t0))
