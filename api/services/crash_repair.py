@@ -48,24 +48,30 @@ async def repair_crashed(maker: async_sessionmaker[AsyncSession], target: Prefec
     async with prefect_client(target) as client:
         crashed = [r for r in await runs.crashed_since(client, datetime.now(UTC) - LOOK_BACK,
                                                        PAGE) if str(r.id) not in handled]
-        published = {r.id for r in crashed
-                     if await runs.read_run_summary(client, r.id) is not None}
     if not crashed:
         return []
     async with maker() as session:
         rows = {row.deployment_id: row for row in (await session.exec(
             select(WorkflowRow).where(WorkflowRow.deleted == False))).all()}  # noqa: E712
-    repaired = []
+    due = []
     for flow_run in crashed:
-        run_id = str(flow_run.id)
         row = rows.get(str(flow_run.deployment_id))
         if row is None:
             continue
         settings = sync.spec_of(row).settings
         done = repairs_so_far(flow_run)
-        handled.add(run_id)
-        if settings.on_crash != "repair" or done >= (settings.max_repairs or 1):
-            continue
+        handled.add(str(flow_run.id))
+        if settings.on_crash == "repair" and done < (settings.max_repairs or 1):
+            due.append((flow_run, done, settings.max_repairs or 1))
+    if not due:
+        return []
+    # Only the runs to repair: whether each published a summary decides repair or rerun.
+    async with prefect_client(target) as client:
+        published = {r.id for r, _, _ in due
+                     if await runs.read_run_summary(client, r.id) is not None}
+    repaired = []
+    for flow_run, done, most in due:
+        run_id = str(flow_run.id)
         extra = {"crash_repairs": done + 1, "on_crash": True}
         try:
             async with maker() as session:
@@ -78,8 +84,7 @@ async def repair_crashed(maker: async_sessionmaker[AsyncSession], target: Prefec
         except FlowForgeError as exc:
             log.warning("crashed run %s not repaired: %s", run_id, exc.message)
             continue
-        log.info("crashed run %s: repair %d of %d started", run_id, done + 1,
-                 settings.max_repairs or 1)
+        log.info("crashed run %s: repair %d of %d started", run_id, done + 1, most)
         repaired.append(run_id)
     return repaired
 
