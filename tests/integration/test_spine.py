@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -330,6 +331,25 @@ def _force_state(stack: Stack, run_id: str, state: State[Any]) -> None:
         client.set_flow_run_state(UUID(run_id), state, force=True)
 
 
+def _replay(api: httpx.Client, stack: Stack, name: str, marker: Path,
+            states: Callable[[datetime], list[State[Any]]]
+            ) -> tuple[str, subprocess.CompletedProcess[bytes]]:
+    """Workflow `name` (one job touching `marker`), a run of it scheduled a day ahead (no
+    worker takes it), forced through `states(that time)`, then started the way a worker
+    starts it: `python -m prefect.engine` in the project directory."""
+    create_workflow(api, {"name": name, "jobs": [
+        {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
+         "script": 'touch "$MARKER"'}]})
+    later = datetime.now(UTC) + timedelta(days=1)
+    run_id = _flow_run_in(stack, name, Scheduled(scheduled_time=later))
+    for state in states(later):
+        _force_state(stack, run_id, state)
+    started = subprocess.run(
+        [sys.executable, "-m", "prefect.engine"], cwd=stack.home / "project",
+        env=stack.prefect_env(PREFECT__FLOW_RUN_ID=run_id), capture_output=True, timeout=120)
+    return run_id, started
+
+
 def test_a_run_cancelled_while_pending_ends_cancelled(api: httpx.Client, stack: Stack,
                                                       shared_dir: Path) -> None:
     """Cancelled between the worker taking it and its process starting (held here by a slow
@@ -370,16 +390,8 @@ def test_a_run_cancelled_before_its_process_started_runs_no_job(
     run's process, which starts anyway (Prefect lets a flow run leave Cancelled for Running).
     The flow run must see the cancel and end Cancelled without running a job."""
     marker = shared_dir / "ran"
-    create_workflow(api, {"name": "late-start", "jobs": [
-        {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
-         "script": 'touch "$MARKER"'}]})
-    later = datetime.now(UTC) + timedelta(days=1)
-    run_id = _flow_run_in(stack, "late-start", Scheduled(scheduled_time=later))
-    for state in (Pending(), Cancelling(), Cancelled()):
-        _force_state(stack, run_id, state)
-    started = subprocess.run(
-        [sys.executable, "-m", "prefect.engine"], cwd=stack.home / "project",
-        env=stack.prefect_env(PREFECT__FLOW_RUN_ID=run_id), capture_output=True, timeout=120)
+    run_id, started = _replay(api, stack, "late-start", marker,
+                              lambda later: [Pending(), Cancelling(), Cancelled()])
     run = api.get(f"/runs/{run_id}").json()
     assert run["state"] == "CANCELLED", (run, started.stderr.decode()[-2000:])
     assert run["message"] == "cancelled before it started"
@@ -391,17 +403,8 @@ def test_a_repaired_cancelled_run_runs_again(api: httpx.Client, stack: Stack,
                                             shared_dir: Path) -> None:
     """Scheduled again after the cancel (a repair or a Prefect retry): it goes on."""
     marker = shared_dir / "ran-again"
-    create_workflow(api, {"name": "cancel-then-retry", "jobs": [
-        {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
-         "script": 'touch "$MARKER"'}]})
-    later = datetime.now(UTC) + timedelta(days=1)
-    run_id = _flow_run_in(stack, "cancel-then-retry", Scheduled(scheduled_time=later))
-    for state in (Pending(), Cancelling(), Cancelled(), Scheduled(scheduled_time=later),
-                  Pending()):
-        _force_state(stack, run_id, state)
-    subprocess.run([sys.executable, "-m", "prefect.engine"], cwd=stack.home / "project",
-                   env=stack.prefect_env(PREFECT__FLOW_RUN_ID=run_id), capture_output=True,
-                   timeout=120)
+    run_id, _ = _replay(api, stack, "cancel-then-retry", marker, lambda later: [
+        Pending(), Cancelling(), Cancelled(), Scheduled(scheduled_time=later), Pending()])
     assert api.get(f"/runs/{run_id}").json()["state"] == "COMPLETED"
     assert marker.exists()
 
