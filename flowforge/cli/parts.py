@@ -90,16 +90,18 @@ def worker(
         show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="The worker's name in Prefect.")] = None,
 ) -> None:
-    """Run one process worker for FlowForge's pool against PREFECT_API_URL (or
-    FLOWFORGE_PREFECT_API_URL), as `flowforge up` starts it: heartbeats on, pending-run
-    cancellation on, in the project directory the deployments' pull step names."""
+    """Run one worker for FlowForge's pool against PREFECT_API_URL (or
+    FLOWFORGE_PREFECT_API_URL), as `flowforge up` starts it: the warm runner (FLOWFORGE_RUNNER=
+    process: Prefect's process worker), heartbeats on, pending-run cancellation on, in the
+    project directory the deployments' pull step names."""
     from flowforge.stack.settings import StackSettings
     from flowforge.stack.workers import worker_argv, worker_env
 
     settings = settings_from_options(StackSettings, home=home, work_pool=pool)
     settings.project.mkdir(parents=True, exist_ok=True)
     os.umask(0o022)  # jobs' files are read by the job user too
-    _exec(worker_argv(settings.work_pool, "process", name, settings.worker_limit),
+    _exec(worker_argv(settings.work_pool, "process", name, settings.worker_limit,
+                      settings.runner),
           worker_env(settings, settings.prefect_url(), None, settings.prefect_auth()),
           cwd=settings.project)
 

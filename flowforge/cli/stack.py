@@ -51,6 +51,10 @@ def up(
     workers: Annotated[int | None, typer.Option(
         help="Process workers on the default pool. Env: FLOWFORGE_WORKERS. Default 1.",
         show_default=False)] = None,
+    runner: Annotated[str | None, typer.Option(
+        help="What serves the default pool: warm (flow runs forked from a warm process, "
+             "started on Prefect's events) or process (Prefect's own process worker). Env: "
+             "FLOWFORGE_RUNNER. Default warm.", show_default=False)] = None,
 ) -> None:
     """Start the Prefect server, a process worker and the API; Ctrl-C stops them all.
 
@@ -68,7 +72,8 @@ def up(
     settings = settings_from_options(
         StackSettings, home=home, api_host=api_host, api_port=api_port, prefect_port=prefect_port,
         database_url=database_url, prefect_database_url=prefect_database_url, redis_url=redis_url,
-        prefect_api_replicas=prefect_api_replicas, api_replicas=api_replicas, workers=workers)
+        prefect_api_replicas=prefect_api_replicas, api_replicas=api_replicas, workers=workers,
+        runner=runner)
     code = run_up(settings, api_app=api_app, docker=docker)
     raise typer.Exit(code)
 

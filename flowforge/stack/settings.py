@@ -6,6 +6,8 @@ needs; the children get the effective values as `FLOWFORGE_*` variables.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -44,6 +46,10 @@ class StackSettings(ControlPlaneSettings):
     # ~100 MB: a burst of hundreds of due runs on a small machine wants a limit.
     workers: int = Field(default=1, ge=1, le=32)
     worker_limit: int | None = Field(default=None, ge=1)
+    # What serves the default pool: `warm`, FlowForge's runner (flow runs forked from a process
+    # that has Prefect and FlowForge imported, woken by Prefect's events), or `process`,
+    # Prefect's own process worker (an interpreter per run: ~2 s more per start).
+    runner: Literal["warm", "process"] = "warm"
 
 
 __all__ = ["StackSettings"]

@@ -15,7 +15,7 @@ from prefect.client.schemas.objects import WorkerStatus
 
 from flowforge.controlplane import pools
 from flowforge.controlplane.client import PrefectTarget, prefect_client, prefect_settings
-from flowforge.stack.children import Child, SupervisorError, base_env
+from flowforge.stack.children import RUN_MARKERS, Child, SupervisorError, base_env
 from flowforge.stack.settings import StackSettings
 
 WORKER_ONLINE_TIMEOUT = 30.0
@@ -59,13 +59,20 @@ def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None,
     env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings.heartbeat_seconds)
     if prefect_home is not None:
         env["PREFECT_HOME"] = str(prefect_home)
+    # The warm runner's marks of the flow-run processes it forked (stack.keeper reads them).
+    env["FLOWFORGE_RUN_MARKERS"] = str(settings.home / "run" / RUN_MARKERS)
     return env
 
 
 def worker_argv(pool: str, pool_type: str = "process", name: str | None = None,
-                limit: int | None = None) -> list[str]:
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-            "--type", pool_type]
+                limit: int | None = None, runner: str = "process") -> list[str]:
+    """Prefect's worker of `pool_type`, or for a process pool and `runner="warm"` FlowForge's
+    warm runner (`flowforge.stack.runner`), which is a process worker to Prefect."""
+    if pool_type == "process" and runner == "warm":
+        argv = [sys.executable, "-m", "flowforge.stack.runner", "--pool", pool]
+    else:
+        argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
+                "--type", pool_type]
     if limit:
         argv += ["--limit", str(limit)]
     return [*argv, "--name", name] if name else argv
@@ -86,7 +93,7 @@ def start_worker(settings: StackSettings, api_url: str, prefect_home: Path | Non
     name = name or default
     child = Child(
         name=name,
-        argv=worker_argv(pool, pool_type, limit=settings.worker_limit),
+        argv=worker_argv(pool, pool_type, limit=settings.worker_limit, runner=settings.runner),
         env=worker_env(settings, api_url, prefect_home, auth),
         log_path=settings.home / "logs" / f"{name}.log",
         cwd=settings.project,

@@ -1,0 +1,1 @@
+"""The warm runner `flowforge up` serves its default pool with (`docs/architecture.md`)."""
