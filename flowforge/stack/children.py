@@ -193,6 +193,11 @@ def local_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+#: Under <home>/run: a file per flow-run process the warm runner forked, named for its PID and
+#: holding its flow run id, for the supervisor to name the runs a dead worker left.
+RUN_MARKERS = "flow-runs"
+
+
 def base_env() -> dict[str, str]:
     """What a child inherits: this process's environment (children add their own on top)."""
     return dict(os.environ)
@@ -283,6 +288,7 @@ def handle_signals(state: Signals) -> Iterator[None]:
 
 __all__ = [
     "LOG_TAIL_LINES",
+    "RUN_MARKERS",
     "STOP_TIMEOUT",
     "Child",
     "PidFile",

@@ -58,8 +58,10 @@ def adopted(known: Iterable[int]) -> dict[int, int]:
     return found
 
 
-def flow_run_of(pid: int) -> str | None:
-    """The Prefect flow run a process runs (Prefect's engine gets PREFECT__FLOW_RUN_ID)."""
+def flow_run_of(pid: int, markers: Path | None = None) -> str | None:
+    """The Prefect flow run a process runs: Prefect's engine process gets PREFECT__FLOW_RUN_ID
+    at exec; a warm runner's forked child has no exec of its own (its /proc environ is the fork
+    server's), so its worker left the id in `markers/<pid>` (`stack/runner/forking.py`)."""
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
@@ -68,6 +70,9 @@ def flow_run_of(pid: int) -> str | None:
         name, _, value = entry.partition(b"=")
         if name == b"PREFECT__FLOW_RUN_ID":
             return value.decode(errors="replace") or None
+    if markers is not None:
+        with contextlib.suppress(OSError):
+            return (markers / str(pid)).read_text().strip() or None
     return None
 
 
@@ -103,7 +108,22 @@ def stop_adopted(known: Iterable[int], grace: float = 3.0) -> list[int]:
         time.sleep(0.05)
         reap(orphans)
     reap(stopped)
+    reap(ended_adopted(known))
     return stopped
 
 
-__all__ = ["adopted", "become_subreaper", "flow_run_of", "reap", "stop_adopted"]
+def ended_adopted(known: Iterable[int]) -> list[int]:
+    """This process's zombie children that it did not start: orphans that ended by themselves
+    (the warm runner's multiprocessing helpers end when the worker does). `adopted` leaves
+    them out, and unreaped they outlive `up` in their process group."""
+    me, mine = os.getpid(), set(known)
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) not in mine:
+            fields = stat_fields(int(entry.name))
+            if fields is not None and fields[0] == b"Z" and int(fields[1]) == me:
+                found.append(int(entry.name))
+    return found
+
+
+__all__ = ["adopted", "become_subreaper", "ended_adopted", "flow_run_of", "reap", "stop_adopted"]
