@@ -8,6 +8,7 @@ stack once per session on free 127.0.0.1 ports in a temporary home and stops it 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -171,9 +172,10 @@ def start_stack(home: Path, *args: str, span: int = 1, **env: str) -> Iterator[S
             # the whole suite has made single run reads take over a minute.
             # The receivers the jobs talk to listen on 127.0.0.1, as an operator's internal
             # services would on a private address: allowed, as the operator would.
-            env=_child_env(FLOWFORGE_WORKER_QUERY_SECONDS="0.5", FLOWFORGE_SYNC_INTERVAL="2",
-                           FLOWFORGE_PREFECT_DEADLINE="170",
-                           **{"FLOWFORGE_EGRESS_ALLOW": "127.0.0.1", **env}),
+            env=_child_env(**{"FLOWFORGE_WORKER_QUERY_SECONDS": "0.5",
+                              "FLOWFORGE_SYNC_INTERVAL": "2",
+                              "FLOWFORGE_PREFECT_DEADLINE": "170",
+                              "FLOWFORGE_EGRESS_ALLOW": "127.0.0.1", **env}),
             start_new_session=True,
         )
     api_url = f"http://127.0.0.1:{api_port}"
@@ -194,6 +196,37 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def api(stack: Stack) -> Iterator[httpx.Client]:
     with stack.client() as client:
         yield client
+
+
+def worker_record(stack: Stack, name: str = "worker") -> dict[str, Any]:
+    """The supervisor's record of one child (`run/pids.json`): pid, argv, restarts, status."""
+    record: dict[str, Any] = json.loads(
+        (stack.home / "run" / "pids.json").read_text())["children"][name]
+    return record
+
+
+def children_of(pid: int) -> list[int]:
+    """The PIDs whose parent is `pid`, from /proc."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def fork_server(stack: Stack) -> int:
+    """The PID of the warm runner's fork server (the worker's `multiprocessing` child)."""
+    worker = worker_record(stack)["pid"]
+    for pid in children_of(worker):
+        with contextlib.suppress(OSError):
+            if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
+    raise AssertionError(f"worker {worker} has no fork server")
 
 
 def wait_run(api: httpx.Client, run_id: str, timeout: float = 120) -> dict[str, Any]:

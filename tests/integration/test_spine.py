@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,9 @@ from flowforge.core import gate
 from tests.conftest import (
     TERMINAL,
     Stack,
+    children_of,
     create_workflow,
+    fork_server,
     jobs_by_name,
     run_workflow,
     wait_run,
@@ -352,34 +355,32 @@ def _replay(api: httpx.Client, stack: Stack, name: str, marker: Path,
 
 def test_a_run_cancelled_while_pending_ends_cancelled(api: httpx.Client, stack: Stack,
                                                       shared_dir: Path) -> None:
-    """Cancelled between the worker taking it and its process starting (held here by a slow
-    `sitecustomize`): Prefect's engine refuses to start a Cancelling run, and the worker's
-    pending-run cancellation ends it and its process."""
-    slow = shared_dir / "slow"
-    slow.mkdir()
-    (slow / "sitecustomize.py").write_text(
-        "import pathlib, time\n"
-        f"pathlib.Path({str(shared_dir / 'pid')!r}).write_text(str(__import__('os').getpid()))\n"
-        "time.sleep(8)\n")
+    """Cancelled between the worker taking it and its process starting (held here by stopping
+    the warm runner's fork server, SIGSTOP): Prefect's engine refuses to start a Cancelling
+    run, and the worker's pending-run cancellation ends it. Prefect's own process worker,
+    whose window is an interpreter start, is tested alike in test_warm_runner.py."""
     marker = shared_dir / "ran"
     create_workflow(api, {"name": "pending-cancel", "jobs": [
         {"name": "a", "runtime": "bash", "env": {"MARKER": str(marker)},
          "script": 'touch "$MARKER"'}]})
-    run_id = _flow_run_in(stack, "pending-cancel", Scheduled(),
-                          job_variables={"env": {"PYTHONPATH": str(slow)}})
-    deadline = time.monotonic() + 60
-    while not (shared_dir / "pid").exists():
-        assert time.monotonic() < deadline, api.get(f"/runs/{run_id}").json()
-        time.sleep(0.1)
-    assert api.get(f"/runs/{run_id}").json()["state"] == "PENDING"
-    response = api.post(f"/runs/{run_id}/cancel")
-    assert response.status_code == 202, response.text
+    server = fork_server(stack)
+    before = set(children_of(server))
+    os.kill(server, signal.SIGSTOP)
+    try:
+        run_id = _flow_run_in(stack, "pending-cancel", Scheduled())
+        deadline = time.monotonic() + 60
+        while api.get(f"/runs/{run_id}").json()["state"] != "PENDING":
+            assert time.monotonic() < deadline, api.get(f"/runs/{run_id}").json()
+            time.sleep(0.1)
+        response = api.post(f"/runs/{run_id}/cancel")
+        assert response.status_code == 202, response.text
+    finally:
+        os.kill(server, signal.SIGCONT)
     run = wait_run(api, run_id, timeout=60)
     assert run["state"] == "CANCELLED", run
-    pid = int((shared_dir / "pid").read_text())
     deadline = time.monotonic() + 30
-    while _alive(pid):
-        assert time.monotonic() < deadline, f"flow-run process {pid} survived the cancel"
+    while set(children_of(server)) - before:
+        assert time.monotonic() < deadline, "the cancelled run's process survived the cancel"
         time.sleep(0.5)
     assert not marker.exists()
 
