@@ -55,13 +55,14 @@ def ts(value: str | None) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-def wait_done(api: httpx.Client, run_id: str, timeout: float = 120) -> dict[str, Any]:
+def wait_done(api: httpx.Client, run_id: str, timeout: float = 120,
+              poll: float = 0.2) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body: dict[str, Any] = api.get(f"/runs/{run_id}").json()
-        if body["state"] in ("COMPLETED", "FAILED", "CANCELLED"):
+        if body.get("state") in ("COMPLETED", "FAILED", "CANCELLED"):  # a new run may 404
             return body
-        time.sleep(0.2)
+        time.sleep(poll)
     raise TimeoutError(run_id)
 
 
