@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 app = typer.Typer(
@@ -23,8 +24,16 @@ def settings_from_options(cls: type[S], **options: Any) -> S:
     """Settings from the environment, with every option that was given (not None) on top.
 
     `home` is made absolute (children run in other directories and get it through env vars).
+    A bad value (option or `FLOWFORGE_*` variable) is one line naming the setting, exit 1.
     """
-    settings = cls(**{k: v for k, v in options.items() if v is not None})
+    try:
+        settings = cls(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            typer.echo(f"Error: {name} (--{name.replace('_', '-')} or FLOWFORGE_{name.upper()}): "
+                       f"{error['msg']}", err=True)
+        raise typer.Exit(1) from None
     home = getattr(settings, "home", None)
     if home is None:
         return settings

@@ -113,3 +113,16 @@ def test_the_starter_marks_its_child_while_it_runs_and_removes_the_mark(tmp_path
     assert seen["after"] == "False"
     assert seen["code"] == "-9"  # the exit code comes through the fork server
     assert time.monotonic() - started < 60
+
+
+def test_an_unknown_runner_is_one_line_naming_the_setting(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flowforge.cli import app
+
+    result = CliRunner().invoke(app, ["up", "--home", str(tmp_path), "--runner", "bogus"])
+    assert result.exit_code == 1, result.output
+    assert "runner (--runner or FLOWFORGE_RUNNER): Input should be 'warm' or 'process'" \
+        in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # nothing started
