@@ -1,4 +1,4 @@
-"""What a flow run does in a child of the warm runner's fork server (`flowforge.stack.warm`).
+"""What a flow run does in a child of the warm runner's fork server (`flowforge.stack.runner`).
 
 The fork server imports this module once, before it forks anything: Prefect's engine, its
 client and `flowforge.runtime` (everything a generated flow imports) are then already in
@@ -61,10 +61,9 @@ def _preload() -> None:
 
 #: TLS contexts built before the fork, one per client a run makes (five measured). Prefect's
 #: client builds one per client with `ssl.create_default_context(cafile=...)` (certifi's or
-#: PREFECT_API_SSL_CERT_FILE)
-#: whatever the API URL's scheme, and loading certifi's bundle is 44 ms of CPU each: 0.22 s
-#: of a warm start. A child takes an untouched one per call with exactly those arguments, so
-#: no two clients share a context and a caller may still change its own.
+#: PREFECT_API_SSL_CERT_FILE) whatever the API URL's scheme, and loading the bundle is 44 ms
+#: of CPU each: 0.22 s of a warm start. A child takes an untouched one per call with exactly
+#: those arguments, so no two clients share a context and a caller may still change its own.
 TLS_CONTEXTS = 8
 _create_default_context = ssl.create_default_context
 _tls_pool: list[ssl.SSLContext] = []

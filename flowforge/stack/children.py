@@ -193,9 +193,10 @@ def local_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-#: Under <home>/run: a file per flow-run process the warm runner forked, named for its PID and
-#: holding its flow run id, for the supervisor to name the runs a dead worker left.
-RUN_MARKERS = "flow-runs"
+def run_markers(home: Path) -> Path:
+    """Where the warm runner leaves a file per flow-run process it forked, named for its PID
+    and holding its flow run id, for the supervisor to name the runs a dead worker left."""
+    return home / "run" / "flow-runs"
 
 
 def base_env() -> dict[str, str]:
@@ -208,6 +209,7 @@ class PidFile:
 
     def __init__(self, home: Path) -> None:
         self.path = home / "run" / "pids.json"
+        self.markers = run_markers(home)
         self.state = "starting"
         self.children: list[Child] = []
         self.exit_code: int | None = None
@@ -288,7 +290,6 @@ def handle_signals(state: Signals) -> Iterator[None]:
 
 __all__ = [
     "LOG_TAIL_LINES",
-    "RUN_MARKERS",
     "STOP_TIMEOUT",
     "Child",
     "PidFile",
@@ -300,5 +301,6 @@ __all__ = [
     "handle_signals",
     "local_host",
     "port_in_use",
+    "run_markers",
     "wait_http_ok",
 ]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flowforge.stack.children import RUN_MARKERS, Child, PidFile
+from flowforge.stack.children import Child, PidFile
 from flowforge.stack.orphans import adopted, flow_run_of, stop_adopted
 
 RUNNING, RESTARTING, FAILED = "running", "restarting", "failed"
@@ -91,8 +91,7 @@ class Keeper:
         detail = f"{child.name} (pid {child.pid}) {state.last_exit}"
         child.stop(timeout=1)  # whatever is left of its process group
         known = [c.pid for c in self.children if c.pid is not None]
-        markers = self.pids.path.parent / RUN_MARKERS
-        runs = [r for r in (flow_run_of(pid, markers) for pid in adopted(known))
+        runs = [r for r in (flow_run_of(pid, self.pids.markers) for pid in adopted(known))
                 if r is not None]
         left = stop_adopted(known)
         if runs and self.crashed is not None:

@@ -15,7 +15,7 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from flowforge.runtime.executors.processes import stat_fields
@@ -37,25 +37,22 @@ def become_subreaper() -> bool:
     return _subreaper
 
 
-def _parent_and_group(pid: int) -> tuple[int, int] | None:
-    fields = stat_fields(pid)  # state ppid pgrp ...
-    if fields is None or fields[0] == b"Z":
-        return None  # gone, or a zombie: nothing left to stop, only to reap
-    return int(fields[1]), int(fields[2])
+def _children_not_started(known: Iterable[int]) -> Iterator[tuple[int, list[bytes]]]:
+    """This process's children that it did not start, with their `/proc/<pid>/stat` fields
+    after the name (state, ppid, pgrp, ...)."""
+    me, mine = os.getpid(), set(known)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and int(entry.name) not in mine:
+            fields = stat_fields(int(entry.name))
+            if fields is not None and int(fields[1]) == me:
+                yield int(entry.name), fields
 
 
 def adopted(known: Iterable[int]) -> dict[int, int]:
-    """`{pid: process group}` of this process's living children that it did not start."""
-    me, mine = os.getpid(), set(known)
-    found: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        info = _parent_and_group(pid)
-        if info is not None and info[0] == me and pid not in mine:
-            found[pid] = info[1]
-    return found
+    """`{pid: process group}` of this process's living children that it did not start
+    (zombies have nothing left to stop, only to reap: `ended_adopted`)."""
+    return {pid: int(fields[2]) for pid, fields in _children_not_started(known)
+            if fields[0] != b"Z"}
 
 
 def flow_run_of(pid: int, markers: Path | None = None) -> str | None:
@@ -116,14 +113,7 @@ def ended_adopted(known: Iterable[int]) -> list[int]:
     """This process's zombie children that it did not start: orphans that ended by themselves
     (the warm runner's multiprocessing helpers end when the worker does). `adopted` leaves
     them out, and unreaped they outlive `up` in their process group."""
-    me, mine = os.getpid(), set(known)
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and int(entry.name) not in mine:
-            fields = stat_fields(int(entry.name))
-            if fields is not None and fields[0] == b"Z" and int(fields[1]) == me:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, fields in _children_not_started(known) if fields[0] == b"Z"]
 
 
 __all__ = ["adopted", "become_subreaper", "ended_adopted", "flow_run_of", "reap", "stop_adopted"]

@@ -15,7 +15,7 @@ from prefect.client.schemas.objects import WorkerStatus
 
 from flowforge.controlplane import pools
 from flowforge.controlplane.client import PrefectTarget, prefect_client, prefect_settings
-from flowforge.stack.children import RUN_MARKERS, Child, SupervisorError, base_env
+from flowforge.stack.children import Child, SupervisorError, base_env, run_markers
 from flowforge.stack.settings import StackSettings
 
 WORKER_ONLINE_TIMEOUT = 30.0
@@ -60,7 +60,7 @@ def worker_env(settings: StackSettings, api_url: str, prefect_home: Path | None,
     if prefect_home is not None:
         env["PREFECT_HOME"] = str(prefect_home)
     # The warm runner's marks of the flow-run processes it forked (stack.keeper reads them).
-    env["FLOWFORGE_RUN_MARKERS"] = str(settings.home / "run" / RUN_MARKERS)
+    env["FLOWFORGE_RUN_MARKERS"] = str(run_markers(settings.home))
     return env
 
 
