@@ -37,6 +37,9 @@ class WorkerSettings(BaseSettings):
     ssh_breaker_failures: int = 3
     ssh_breaker_cooldown: float = 60.0
     ssh_kill_grace: float = 3.0
+    # The Unix socket of the worker's pool of pre-warmed containers; the warm runner sets it
+    # for the flow runs it forks. Unset: every container job's container is created for it.
+    container_pool: Path | None = None
 
     @field_validator("job_root")
     @classmethod

@@ -1,12 +1,15 @@
 """Container execution with the real Docker engine and the runner image.
 
-The executor tests call `ContainerExecutor` directly (fast, precise about the container);
-the rest go through a real `flowforge up --docker` stack: container jobs on the process
-worker, cancel, the reaper, and a whole workflow on the docker work pool.
+The executor tests call `ContainerExecutor` directly (fast, precise about the container),
+each twice: in a container created for the job, and in one taken from a pool of pre-warmed
+ones (`ContainerPool`, as the warm runner keeps); the rest go through a real
+`flowforge up --docker` stack: container jobs on the process worker (from its warm pool),
+cancel, the reaper, and a whole workflow on the docker work pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,8 +29,16 @@ from rich.console import Console
 
 from flowforge.core.targets import ContainerTarget
 from flowforge.image import build_image
+from flowforge.runtime.executors import warm_containers
 from flowforge.runtime.executors.base import ScriptRequest, ScriptResult
-from flowforge.runtime.executors.container import LABEL_RUN, ContainerExecutor, docker_client, leftovers
+from flowforge.runtime.executors.container import (
+    LABEL_PREFECT,
+    LABEL_RUN,
+    ContainerExecutor,
+    docker_client,
+    leftovers,
+)
+from flowforge.runtime.executors.container_pool import ContainerPool
 from flowforge.stack.up import reap_leftovers
 from tests.conftest import (
     BIN,
@@ -40,31 +51,71 @@ from tests.conftest import (
     wait_http,
     wait_run,
 )
+from tests.fixtures.docker import restart_dockerd
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
 
-def run_job(runtime: str, script: str, log: list[tuple[str, str]] | None = None,
-            **options: Any) -> ScriptResult:
+def run_job(executor: ContainerExecutor, runtime: str, script: str,
+            log: list[tuple[str, str]] | None = None, **options: Any) -> ScriptResult:
     timeout = options.pop("job_timeout", None)
     lines = log if log is not None else []
+    if executor.pool is not None:  # the warm run: its option set warmed first, as after a miss
+        wait_until_warm(POOLS[executor.pool], ContainerTarget(**options))
     job = ScriptRequest(name="t", runtime=runtime, script=textwrap.dedent(script),  # type: ignore[arg-type]
                     input={"inputs": {"n": 2}, "params": {}, "jobs": {}, "item": None,
                            "trigger": {"type": "manual"}},
                     event={"workflow": "wf-test", "job": "t", "run_id": "direct-test"},
                     variables={"greeting": "hello"}, timeout=timeout)
-    return ContainerExecutor().run(
+    return executor.run(
         job, lambda stream, line: lines.append((stream, line)), ContainerTarget(**options))
 
 
 def job_containers(run_id: str | None = None) -> list[Any]:
-    found = leftovers()
-    return [c for c in found if run_id is None or c.labels.get(LABEL_RUN) == run_id]
+    """Job containers (of `run_id`): created for it, or warm ones it claimed."""
+    found = [c for c in leftovers() if warm_containers.run_of(c, LABEL_RUN) is not None]
+    return [c for c in found if run_id is None or warm_containers.run_of(c, LABEL_RUN) == run_id]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def engine(docker_host: str, runner_image: str) -> str:
     return runner_image
+
+
+POOLS: dict[Path, ContainerPool] = {}
+
+
+@pytest.fixture(scope="module")
+def warm_pool(engine: str) -> Iterator[ContainerPool]:
+    pool = ContainerPool(2)
+    assert pool.start() and pool.socket_path is not None
+    POOLS[pool.socket_path] = pool
+    yield pool
+    pool.close()
+    del POOLS[pool.socket_path]
+    assert [c for c in leftovers() if c.labels.get(warm_containers.LABEL_OWNER) == pool.owner] == []
+
+
+@pytest.fixture(params=["cold", "warm"])
+def executor(request: pytest.FixtureRequest) -> Iterator[ContainerExecutor]:
+    """A container executor whose containers are created per job, or taken from the pool;
+    the warm one must have taken every container from the pool."""
+    if request.param == "cold":
+        yield ContainerExecutor()
+        return
+    pool: ContainerPool = request.getfixturevalue("warm_pool")
+    wait_until_warm(pool, ContainerTarget())
+    before = pool.claims
+    yield ContainerExecutor(pool=pool.socket_path)
+    assert pool.claims > before and pool.misses_of(ContainerTarget()) == 0
+
+
+def wait_until_warm(pool: ContainerPool, options: ContainerTarget, timeout: float = 60) -> None:
+    pool.prewarm(options)
+    deadline = time.monotonic() + timeout
+    while pool.ready(options) < pool.size:
+        assert time.monotonic() < deadline, "the pool never filled"
+        time.sleep(0.05)
 
 
 # --- the executor, directly ---------------------------------------------------------------------
@@ -96,9 +147,10 @@ def engine(docker_host: str, runner_image: str) -> str:
         ff.set_condition(true);
     """),
 ])
-def test_helpers_work_in_a_container(runtime: str, script: str) -> None:
+def test_helpers_work_in_a_container(executor: ContainerExecutor, runtime: str,
+                                     script: str) -> None:
     log: list[tuple[str, str]] = []
-    result = run_job(runtime, script, log)
+    result = run_job(executor, runtime, script, log)
     assert result.error is None, (result, log)
     assert result.output == {"double": 4}
     assert result.condition is True
@@ -108,12 +160,12 @@ def test_helpers_work_in_a_container(runtime: str, script: str) -> None:
     assert job_containers("direct-test") == []
 
 
-def test_isolation_facts_from_inside(tmp_path: Path) -> None:
+def test_isolation_facts_from_inside(executor: ContainerExecutor, tmp_path: Path) -> None:
     marker = tmp_path / "host-secret.txt"
     marker.write_text("host only")
     os.environ["PREFECT_API_KEY"] = "pk-must-not-leak"  # as a worker would have
     try:
-        result = run_job("python", f"""
+        result = run_job(executor, "python", f"""
             import json, os, socket
             import flowforge_helpers as ff
             facts = {{"uid": os.getuid()}}
@@ -153,36 +205,37 @@ def test_isolation_facts_from_inside(tmp_path: Path) -> None:
     assert facts["job_mount"] is True
 
 
-def test_out_of_memory_is_a_clear_failure() -> None:
-    result = run_job("python", "x = bytearray(400 * 1024 * 1024)\nprint(len(x))", memory="128m")
+def test_out_of_memory_is_a_clear_failure(executor: ContainerExecutor) -> None:
+    result = run_job(executor, "python", "x = bytearray(400 * 1024 * 1024)\nprint(len(x))", memory="128m")
     assert result.error == "killed: out of memory (limit 128m)"
     assert job_containers("direct-test") == []
 
 
-def test_fork_bomb_is_contained_and_the_worker_unharmed() -> None:
+def test_fork_bomb_is_contained_and_the_worker_unharmed(executor: ContainerExecutor) -> None:
     started = time.monotonic()
     log: list[tuple[str, str]] = []
-    result = run_job("bash", ":(){ :|:& };: ; sleep 60", log, pids_limit=64, job_timeout=5)
+    result = run_job(executor, "bash", ":(){ :|:& };: ; sleep 60", log, pids_limit=64,
+                     job_timeout=5)
     assert result.error == "timed out after 5s"
     assert time.monotonic() - started < 30
     assert any("Resource temporarily unavailable" in line for _, line in log)  # pids limit hit
     assert job_containers("direct-test") == []
     # This process (standing in for the worker) still forks and runs jobs.
     assert subprocess.run(["true"], check=False).returncode == 0
-    assert run_job("bash", "echo alive").error is None
+    assert run_job(executor, "bash", "echo alive").error is None
 
 
-def test_timeout_stops_and_removes_the_container() -> None:
+def test_timeout_stops_and_removes_the_container(executor: ContainerExecutor) -> None:
     log: list[tuple[str, str]] = []
     started = time.monotonic()
-    result = run_job("bash", "echo begin; sleep 120", log, timeout=2)
+    result = run_job(executor, "bash", "echo begin; sleep 120", log, timeout=2)
     assert result.error == "timed out after 2s"
     assert time.monotonic() - started < 15
     assert ("stdout", "begin") in log
     assert job_containers("direct-test") == []
 
 
-def test_output_streams_live() -> None:
+def test_output_streams_live(executor: ContainerExecutor) -> None:
     stamps: list[float] = []
     log: list[tuple[str, str]] = []
 
@@ -192,9 +245,111 @@ def test_output_streams_live() -> None:
 
     job = ScriptRequest(name="live", runtime="bash", script="echo one; sleep 2; echo two >&2",
                     event={"run_id": "direct-test"})
-    result = ContainerExecutor().run(job, record, ContainerTarget())
+    result = executor.run(job, record, ContainerTarget())
     assert result.error is None and log == [("stdout", "one"), ("stderr", "two")]
     assert stamps[1] - stamps[0] > 1.5  # "one" arrived while the job still ran
+
+
+# --- the pool of pre-warmed containers ----------------------------------------------------------
+
+
+def pool_containers(pool_owner: str) -> list[Any]:
+    return [c for c in leftovers() if c.labels.get(warm_containers.LABEL_OWNER) == pool_owner]
+
+
+def test_a_warm_container_runs_one_job_then_goes_and_the_pool_refills(
+        warm_pool: ContainerPool) -> None:
+    executor = ContainerExecutor(pool=warm_pool.socket_path)
+    wait_until_warm(warm_pool, ContainerTarget())
+    ready = {c.id[:12] for c in pool_containers(warm_pool.owner)}
+    seen = []
+    for _ in range(3):  # more jobs than the pool holds: it refills behind them
+        log: list[tuple[str, str]] = []
+        result = run_job(executor, "bash", "hostname", log)
+        assert result.error is None, result
+        seen.append(log[0][1])
+    assert seen[0] in ready  # made before the job asked
+    assert len(set(seen)) == 3  # no container ran two jobs
+    for container_id in seen:  # and each is gone after its job
+        with pytest.raises(docker_errors().NotFound):
+            docker_client().containers.get(container_id)
+    wait_until_warm(warm_pool, ContainerTarget())
+    assert not {c.id[:12] for c in pool_containers(warm_pool.owner)} & set(seen)
+
+
+def docker_errors() -> Any:
+    import docker
+
+    return docker.errors
+
+
+def test_warm_containers_of_a_changed_image_are_drained(warm_pool: ContainerPool) -> None:
+    tag = f"flowforge-warm-test:{uuid.uuid4().hex[:8]}"
+    client = docker_client()
+    base = client.images.get(warm_containers.pool_key(ContainerTarget())["image"])
+    base.tag(tag)
+    options = ContainerTarget(image=tag)
+    key = warm_containers.key_id(warm_containers.pool_key(options))
+    try:
+        wait_until_warm(warm_pool, options)
+        old = [c.id for c in pool_containers(warm_pool.owner)
+               if c.labels[warm_containers.LABEL_WARM] == key]
+        assert len(old) == 2
+        # The tag now names another image (a rebuilt runner image, say).
+        dockerfile = f"FROM {base.id}\nLABEL flowforge.test={uuid.uuid4().hex}\n"
+        rebuilt, _ = client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+        assert rebuilt.id != base.id
+        log: list[tuple[str, str]] = []
+        result = run_job(ContainerExecutor(pool=warm_pool.socket_path), "bash", "echo ok", log,
+                         image=tag)
+        assert result.error is None and log == [("stdout", "ok")]
+        deadline = time.monotonic() + 30
+        while any(c.id in old for c in pool_containers(warm_pool.owner)):
+            assert time.monotonic() < deadline, "the old image's warm containers stayed"
+            time.sleep(0.2)
+        wait_until_warm(warm_pool, options)
+        fresh = [c for c in pool_containers(warm_pool.owner)
+                 if c.labels[warm_containers.LABEL_WARM] == key]
+        assert fresh and all(c.image.id == rebuilt.id for c in fresh)
+    finally:
+        with contextlib.suppress(Exception):
+            client.images.remove(tag, force=True)
+
+
+def test_a_killed_pools_containers_are_removed_by_gc(docker_stack: Stack, tmp_path: Path) -> None:
+    """A worker SIGKILLed with warm containers ready leaves them; `flowforge gc` (and every
+    reaper) removes them, since their pool is gone, and not those of a live pool."""
+    script = tmp_path / "pool.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from flowforge.core.targets import ContainerTarget
+        from flowforge.runtime.executors.container_pool import ContainerPool
+        pool = ContainerPool(2)
+        assert pool.start()
+        while pool.ready(ContainerTarget()) < 2:
+            time.sleep(0.05)
+        print(pool.owner, flush=True)
+        time.sleep(600)
+    """))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                               env=docker_stack.prefect_env())
+    try:
+        assert process.stdout is not None
+        owner = process.stdout.readline().strip()
+        assert len(pool_containers(owner)) == 2
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert len(pool_containers(owner)) == 2  # left behind
+    live = [c for c in leftovers(scope=docker_stack.prefect_url)
+            if c.labels.get(warm_containers.LABEL_OWNER) not in (None, owner)]
+    gc = subprocess.run([str(BIN / "flowforge"), "gc"], capture_output=True, text=True,
+                        env=docker_stack.prefect_env(), timeout=60)
+    assert gc.returncode == 0, gc.stderr
+    assert pool_containers(owner) == []
+    assert live and all(c.labels[LABEL_PREFECT] == live[0].labels[LABEL_PREFECT] for c in live)
+    still = {c.id for c in leftovers(scope=docker_stack.prefect_url)}
+    assert all(c.id in still for c in live)  # the stack's own pool is untouched
 
 
 # --- the real stack ----------------------------------------------------------------------------
@@ -204,6 +359,8 @@ def test_output_streams_live() -> None:
 def docker_stack(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[Stack]:
     with start_stack(tmp_path_factory.mktemp("ffdocker"), "--docker") as started:
         yield started
+    # A stopped worker leaves no warm container (nor any job container) of its Prefect behind.
+    assert leftovers(scope=started.prefect_url) == []
 
 
 @pytest.fixture
@@ -261,6 +418,28 @@ outputs: {rows: "{{ jobs.transform.output.rows }}"}
             break
         time.sleep(1)
     assert any(line["job"] == "extract" and "extracting 21 rows" in line["message"] for line in logs)
+    assert job_containers(run["id"]) == []
+
+
+def test_container_jobs_start_in_the_workers_warm_containers(docker_stack: Stack,
+                                                             dapi: httpx.Client) -> None:
+    """The warm runner keeps containers ready (the default set: the runner image, default
+    hardening) and the run's container job takes one of them."""
+    deadline = time.monotonic() + 60
+    while True:
+        warm = [c for c in leftovers(scope=docker_stack.prefect_url)
+                if warm_containers.LABEL_WARM in c.labels
+                and warm_containers.run_of(c, LABEL_RUN) is None]
+        if len(warm) >= 2:
+            break
+        assert time.monotonic() < deadline, "the worker keeps no warm containers"
+        time.sleep(0.3)
+    create_workflow(dapi, {"name": "warm-container", "jobs": [
+        {"name": "where", "runtime": "python", "target": {"container": {}}, "script":
+         "import socket, flowforge_helpers as ff\nff.output({'host': socket.gethostname()})"}]})
+    run = run_workflow(dapi, "warm-container", timeout=120)
+    assert run["state"] == "COMPLETED", run
+    assert jobs_by_name(run)["where"]["output"]["host"] in {c.id[:12] for c in warm}
     assert job_containers(run["id"]) == []
 
 
@@ -440,3 +619,29 @@ def test_service_image_builds_and_serves(engine: str) -> None:
         pytest.fail(container.logs(tail=60).decode(errors="replace"))
     finally:
         container.remove(force=True)
+
+
+def test_a_dockerd_restart_fails_the_job_clearly_and_leaves_no_container(
+        docker_stack: Stack, dapi: httpx.Client) -> None:
+    """The engine restarts under a running container job (its shutdown stops the container):
+    the job fails naming the engine, its container is gone after, and the next container job
+    runs (the worker's warm pool drops the stopped ones and refills)."""
+    if os.environ.get("FLOWFORGE_TEST_DOCKER_HOST"):
+        pytest.skip("an external engine is not this test's to restart")
+    create_workflow(dapi, {"name": "engine-restart", "jobs": [
+        {"name": "long", "runtime": "bash", "script": "echo started; sleep 120",
+         "target": {"container": {}}}]})
+    run_id = dapi.post("/workflows/engine-restart/runs", json={"inputs": {}}).json()["run_id"]
+    wait_for_container(run_id)
+    restart_dockerd()
+    run = wait_run(dapi, run_id, timeout=180)
+    job = jobs_by_name(run)["long"]
+    assert run["state"] == "FAILED" and job["state"] == "FAILED", run
+    assert "Docker engine" in job["error"], job
+    deadline = time.monotonic() + 30
+    while job_containers(run_id) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert job_containers(run_id) == []
+    create_workflow(dapi, {"name": "after-restart", "jobs": [
+        {"name": "j", "runtime": "bash", "script": "echo fine", "target": {"container": {}}}]})
+    assert run_workflow(dapi, "after-restart", timeout=120)["state"] == "COMPLETED"

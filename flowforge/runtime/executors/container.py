@@ -6,15 +6,21 @@ work unchanged. Everything else defaults to locked down: no network, read-only r
 tmpfs `/tmp`, every capability dropped, `no-new-privileges`, a non-root user, memory and pids
 limits, and an environment of only the job's own variables plus the helper ones (nothing of
 the flow run's `PREFECT_*` / `FLOWFORGE_*` settings). Each container carries the labels
-`flowforge.workflow`, `flowforge.run-id` and `flowforge.job`, which is what the reaper (and
-`flowforge gc`) look for when a worker died before it could remove its containers.
+`docker_engine` names, which is what the reaper (and `flowforge gc`) look for when a worker
+died before it could remove its containers.
 
 Docker SDK calls block; they run in the job's task thread, which has nothing else to do,
 and output is read by one more thread so the Prefect log gets lines as they come.
 
+A container comes from the worker's pool of pre-warmed ones when the flow run has one
+(`FLOWFORGE_CONTAINER_POOL`, set by the warm runner; `warm_containers`): same options, same
+`/job` directory, the job `exec`ed in place of a waiting process instead of created and
+started, removed after that one job. Without a pool, or with none ready, it is created.
+
 What a killed worker leaves is reaped by `ContainerExecutor.reap` (`flowforge gc` and
 `flowforge up` call it through the executor registry), and in the background by every run
-that has container jobs (`start_run`).
+that has container jobs (`start_run`): job containers of runs that are over, and warm
+containers whose pool is gone.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any, Final
 from flowforge.core.images import runner_image_name
 from flowforge.core.targets import ContainerTarget, TargetBase
 from flowforge.core.targets.container import ISOLATION
-from flowforge.runtime.executors import processes, workdir
+from flowforge.runtime.executors import processes, warm_containers, workdir
 from flowforge.runtime.executors.base import (
     Executor,
     LogFn,
@@ -40,6 +46,18 @@ from flowforge.runtime.executors.base import (
     ScriptResult,
     failure,
 )
+from flowforge.runtime.executors.docker_engine import (
+    LABEL_JOB,
+    LABEL_PREFECT,
+    LABEL_RUN,
+    LABEL_WORKFLOW,
+    docker_client,
+    leftovers,
+    prefect_api_url,
+    reap,
+    reap_in_background,
+)
+from flowforge.runtime.executors.docker_engine import remove as _remove
 from flowforge.runtime.executors.local import (
     DRAIN_SECONDS,
     LocalExecutor,
@@ -47,31 +65,14 @@ from flowforge.runtime.executors.local import (
     job_environment,
 )
 from flowforge.runtime.executors.streams import PROGRESS_LINE, STDERR_TAIL_LINES, Lines
-from flowforge.runtime.prefect_client import run_finished
+from flowforge.runtime.executors.warm_containers import MOUNT
 
-LABEL_WORKFLOW: Final = "flowforge.workflow"
-LABEL_RUN: Final = "flowforge.run-id"
-LABEL_JOB: Final = "flowforge.job"
-#: The Prefect API the creating run reported to: a reaper only judges runs of its own Prefect,
-#: so two FlowForge installations sharing one engine never remove each other's containers.
-LABEL_PREFECT: Final = "flowforge.prefect-api"
-MOUNT: Final = "/job"
 TMPFS: Final = "rw,nosuid,nodev,size=64m"
-_client_lock = threading.Lock()
-_client: Any = None
+#: How long a job whose engine went away (a dockerd restart) waits for it to answer again, to
+#: read how its container ended and remove it.
+ENGINE_RETURN_SECONDS: Final = 30.0
 _live_lock = threading.Lock()
 _live: dict[str, Any] = {}  # container id -> Container, for stop_all()
-
-
-def docker_client() -> Any:
-    """One Docker client per process (DOCKER_HOST, like the docker CLI); thread-safe to share."""
-    global _client
-    import docker
-
-    with _client_lock:
-        if _client is None:
-            _client = docker.from_env(version="auto", timeout=120)
-        return _client
 
 
 def stop_all() -> None:
@@ -86,28 +87,24 @@ def stop_all() -> None:
         thread.join(timeout=15)
 
 
-def _remove(container: Any) -> None:
-    import docker
-
-    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-        container.remove(force=True)
-
-
 class ContainerExecutor(Executor):
     """Runs script jobs in containers. Holds no run state, so one may serve many threads."""
 
     kind = "container"
 
     def __init__(self, *, kill_grace: float = 3.0, keep_dirs: bool = False,
-                 client: Any = None, work_root: Path | None = None) -> None:
+                 client: Any = None, work_root: Path | None = None,
+                 pool: Path | None = None) -> None:
+        """`pool`: the Unix socket of a pool of pre-warmed containers to claim from first."""
         self.kill_grace = kill_grace
         self.keep_dirs = keep_dirs
         self.work_root = work_root
+        self.pool = pool
         self._client = client
 
     @classmethod
     def for_run(cls, run: RunInfo) -> ContainerExecutor:
-        return cls(work_root=run.settings.job_root)
+        return cls(work_root=run.settings.job_root, pool=run.settings.container_pool)
 
     @classmethod
     def start_run(cls, run: RunInfo) -> None:
@@ -130,12 +127,18 @@ class ContainerExecutor(Executor):
             return failure(f"timeout must be positive, got {job.timeout}", started)
         if job.work_root is None and self.work_root is not None:
             job.work_root = self.work_root
+        claimed = self._claim(options, job)
         try:
-            parent = LocalExecutor.make_dir(job)
+            parent = claimed.parent if claimed else LocalExecutor.make_dir(job)
         except OSError as exc:
             return failure(f"could not create the job directory: {exc}", started)
         try:
-            result = self._run_container(options, parent, job, log, started)
+            result = self._run_container(options, parent, job, log, started, claimed)
+            if result is None:  # the warm container was gone: make one after all
+                workdir.remove(parent)
+                parent = LocalExecutor.make_dir(job)
+                result = self._run_container(options, parent, job, log, started, None)
+                assert result is not None
         except BaseException:
             if not self.keep_dirs:
                 workdir.remove(parent)
@@ -146,8 +149,16 @@ class ContainerExecutor(Executor):
             workdir.remove(parent)
         return result
 
+    def _claim(self, options: ContainerTarget, job: ScriptRequest) -> warm_containers.Claimed | None:
+        if self.pool is None or self._client is not None:  # a given client: not the pool's engine
+            return None
+        event = job.event if isinstance(job.event, dict) else json.loads(job.event)
+        return warm_containers.claim(self.pool, options, str(event.get("run_id", "")))
+
     def _run_container(self, o: ContainerTarget, parent: Path, job: ScriptRequest, log: LogFn,
-                       started: float) -> ScriptResult:
+                       started: float, claimed: warm_containers.Claimed | None,
+                       ) -> ScriptResult | None:
+        """The job in a new container, or in `claimed` (None: that one was gone, nothing ran)."""
         import docker
 
         # The container's user must write output.json into the job directory, so that is
@@ -156,71 +167,76 @@ class ContainerExecutor(Executor):
         timeouts = [t for t in (job.timeout, o.timeout) if t is not None]
         timeout = min(timeouts) if timeouts else None
         try:
-            job_dir.mkdir()
-            job_dir.chmod(0o777)
+            if claimed is None:
+                job_dir.mkdir()
+                job_dir.chmod(0o777)
             script = workdir.prepare(job_dir, input=job.input, variables=job.variables,
                                      event=job.event, script=job.script, runtime=job.runtime)
             # A container inherits nothing from this process, only the target's env.
             env = {**job_environment(o.env, job, Path(MOUNT), None), "HOME": "/tmp"}
         except (OSError, ValueError) as exc:
+            if claimed is not None:
+                _remove(self._model(claimed.id))
             return failure(str(exc), started)
         argv = workdir.command_for(job.runtime, f"{MOUNT}/{script.name}", python="python3")
         image = o.image or runner_image_name()
-        try:
-            client = self._client or docker_client()
-            container = client.containers.create(image, argv,
-                                                 **self._create_options(o, job, env, job_dir))
-        except docker.errors.ImageNotFound:
-            return failure(f"image '{image}' is not in the Docker engine (`flowforge image "
-                           "build` builds the runner image; nothing is pulled)", started)
-        except docker.errors.DockerException as exc:
-            return failure(f"could not create the container: {exc}", started)
+        client = self._client or docker_client()
+        if claimed is not None:
+            container = self._model(claimed.id)
+        else:
+            try:
+                event = job.event if isinstance(job.event, dict) else json.loads(job.event)
+                labels = {LABEL_WORKFLOW: str(event.get("workflow", "")),
+                          LABEL_RUN: str(event.get("run_id", "")),
+                          LABEL_JOB: job.name,
+                          LABEL_PREFECT: prefect_api_url()}
+                container = client.containers.create(image, argv,
+                                                     **create_options(o, env, labels, job_dir))
+            except docker.errors.ImageNotFound:
+                return failure(f"image '{image}' is not in the Docker engine (`flowforge image "
+                               "build` builds the runner image; nothing is pulled)", started)
+            except docker.errors.DockerException as exc:
+                return failure(f"could not create the container: {exc}", started)
         with _live_lock:
             _live[container.id] = container
         processes.on_kill_all(stop_all)
         try:
-            return self._supervise_container(o, container, timeout, log, job_dir, started)
+            if claimed is None:
+                return self._supervise_container(o, container, timeout, log, job_dir, started,
+                                                 container.start, warm=False)
+            return self._supervise_container(
+                o, container, timeout, log, job_dir, started,
+                lambda: warm_containers.start(claimed, argv, env), warm=True)
         finally:
             with _live_lock:
                 _live.pop(container.id, None)
             _remove(container)
 
-    @staticmethod
-    def _create_options(o: ContainerTarget, job: ScriptRequest, env: dict[str, str],
-                        job_dir: Path) -> dict[str, Any]:
-        event = job.event if isinstance(job.event, dict) else json.loads(job.event)
-        options: dict[str, Any] = {
-            "environment": env,
-            "labels": {LABEL_WORKFLOW: str(event.get("workflow", "")),
-                       LABEL_RUN: str(event.get("run_id", "")),
-                       LABEL_JOB: job.name,
-                       LABEL_PREFECT: prefect_api_url()},
-            "user": o.user,
-            "working_dir": o.workdir or MOUNT,
-            "network_mode": o.network,
-            **ISOLATION,
-            "read_only": o.read_only,
-            "tmpfs": {"/tmp": TMPFS},
-            "mem_limit": o.memory,
-            "memswap_limit": o.memory,  # no swap: the limit is the limit
-            "pids_limit": o.pids_limit,
-            "volumes": {str(job_dir): {"bind": MOUNT, "mode": "rw"}},
-            "stdin_open": False,
-            "tty": False,
-        }
-        if o.cpus is not None:
-            options["nano_cpus"] = int(o.cpus * 1e9)
-        return options
+    def _model(self, container_id: str) -> Any:
+        """A container object for an id, without asking the engine (attach, wait and remove
+        need only the id)."""
+        return (self._client or docker_client()).containers.prepare_model({"Id": container_id})
 
     def _supervise_container(self, o: ContainerTarget, container: Any, timeout: float | None,
-                             log: LogFn, job_dir: Path, started: float) -> ScriptResult:
+                             log: LogFn, job_dir: Path, started: float,
+                             begin: Callable[[], Any], *, warm: bool) -> ScriptResult | None:
+        """Attach, `begin` the job, follow it to its end. None when a warm container was not
+        there to take the job (`begin` said False, or it was gone): nothing ran."""
         import docker
         import requests
 
         tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         try:
             stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
-            container.start()
+            if begin() is False:
+                with contextlib.suppress(Exception):
+                    stream.close()
+                return None
+        except docker.errors.NotFound:
+            if warm:
+                return None
+            return ScriptResult(exit_code=None, error="the container was removed before it started",
+                                duration=time.monotonic() - started)
         except docker.errors.DockerException as exc:
             return ScriptResult(exit_code=None, error=f"could not start the container: {exc}",
                                 duration=time.monotonic() - started)
@@ -228,31 +244,46 @@ class ContainerExecutor(Executor):
                                   name="flowforge-container-logs")
         reader.start()
         timed_out = False
+        lost: str | None = None  # the engine went away under the job (restarted, killed)
         status: dict[str, Any] = {}
-        try:
-            status = container.wait(timeout=timeout)
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            timed_out = True
-        except docker.errors.DockerException:  # removed under us: the run is being cancelled
-            pass
+        ends = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                status = container.wait(
+                    timeout=None if ends is None else max(0.1, ends - time.monotonic()))
+                break
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+                if ends is not None and time.monotonic() >= ends - 0.5:
+                    timed_out = True
+                    break
+                lost = str(exc)
+                if _inspect(container, ENGINE_RETURN_SECONDS)[0] is None:
+                    break  # still away: say so; a reaper removes the container later
+            except docker.errors.DockerException:  # removed under us: the run is being cancelled
+                break
         if timed_out:
-            with contextlib.suppress(docker.errors.DockerException):
+            with contextlib.suppress(docker.errors.DockerException,
+                                     requests.exceptions.RequestException):
                 container.stop(timeout=int(self.kill_grace))
         reader.join(DRAIN_SECONDS)
-        state: dict[str, Any] = {}
-        with contextlib.suppress(docker.errors.DockerException):
-            container.reload()
-            state = container.attrs.get("State", {})
+        found, away = _inspect(container, ENGINE_RETURN_SECONDS)
+        if away and lost is None:  # stopped by the engine shutting down, then it went away
+            lost = "it stopped answering"
+        state: dict[str, Any] = found or {}
         code = state.get("ExitCode", status.get("StatusCode"))
         artifacts = workdir.collect(job_dir)
         if timed_out:
             error: str | None = f"timed out after {timeout:g}s"
         elif state.get("OOMKilled"):
             error = f"killed: out of memory (limit {o.memory})"
+        elif lost is not None and not state:
+            error = f"lost the Docker engine while the job ran ({lost})"
         elif not state:
             error = "the container was removed before the job finished"
         else:
             error = exit_error(code, False, timeout, tail, artifacts.error)
+            if lost is not None and error is not None:
+                error = f"the Docker engine went away while the job ran; {error}"
         return ScriptResult(
             exit_code=code,
             output=artifacts.output,
@@ -263,6 +294,53 @@ class ContainerExecutor(Executor):
             timed_out=timed_out,
             duration=time.monotonic() - started,
         )
+
+
+def _inspect(container: Any, seconds: float) -> tuple[dict[str, Any] | None, bool]:
+    """The container's `State` ({} once it is removed) and whether the engine was away; None
+    if it did not answer again within `seconds` (a restart takes a few)."""
+    import docker
+    import requests
+
+    deadline = time.monotonic() + seconds
+    away = False
+    while True:
+        try:
+            container.reload()
+            return dict(container.attrs.get("State", {})), away
+        except docker.errors.NotFound:
+            return {}, away
+        except (requests.exceptions.ConnectionError, docker.errors.APIError):
+            away = True  # refused, or answering 5xx while it starts
+            if time.monotonic() >= deadline:
+                return None, away
+            time.sleep(0.5)
+        except docker.errors.DockerException:
+            return {}, away
+
+
+def create_options(o: ContainerTarget, env: dict[str, str], labels: dict[str, str],
+                   job_dir: Path) -> dict[str, Any]:
+    """docker-py create options of a job container, cold or warm: the target's hardening."""
+    options: dict[str, Any] = {
+        "environment": env,
+        "labels": labels,
+        "user": o.user,
+        "working_dir": o.workdir or MOUNT,
+        "network_mode": o.network,
+        **ISOLATION,
+        "read_only": o.read_only,
+        "tmpfs": {"/tmp": TMPFS},
+        "mem_limit": o.memory,
+        "memswap_limit": o.memory,  # no swap: the limit is the limit
+        "pids_limit": o.pids_limit,
+        "volumes": {str(job_dir): {"bind": MOUNT, "mode": "rw"}},
+        "stdin_open": False,
+        "tty": False,
+    }
+    if o.cpus is not None:
+        options["nano_cpus"] = int(o.cpus * 1e9)
+    return options
 
 
 def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], log: LogFn, tail: deque[str]) -> None:
@@ -285,59 +363,6 @@ def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], log: LogFn, tail:
         emit(name, splitter.flush())
 
 
-# -- leftovers ----------------------------------------------------------------------------------
-
-
-def prefect_api_url() -> str:
-    """The Prefect API this process reports to ("" when none is configured)."""
-    from prefect.settings import PREFECT_API_URL
-
-    return str(PREFECT_API_URL.value() or "")
-
-
-def leftovers(client: Any = None, scope: str | None = None) -> list[Any]:
-    """FlowForge job containers on the engine, running or not; with `scope`, only those
-    created by runs of that Prefect API."""
-    client = client or docker_client()
-    labels = [LABEL_RUN] if scope is None else [LABEL_RUN, f"{LABEL_PREFECT}={scope}"]
-    # ignore_removed: docker-py inspects each listed container; one removed in between (a run
-    # ending, another reaper) raised NotFound and failed the whole listing (seen in CI).
-    return list(client.containers.list(all=True, filters={"label": labels}, ignore_removed=True))
-
-
-def reap(is_finished: Callable[[str], bool], client: Any = None, keep: Iterable[str] = (),
-         scope: str | None = None) -> list[str]:
-    """Remove the job containers of runs that are over; returns their names.
-
-    `is_finished(run_id)` decides (True also for runs Prefect does not know); run ids in
-    `keep` are never touched (the calling run's own); `scope` as for `leftovers`.
-    """
-    keep_ids = set(keep)
-    removed = []
-    verdicts: dict[str, bool] = {}
-    for container in leftovers(client, scope):
-        run_id = container.labels.get(LABEL_RUN, "")
-        if run_id in keep_ids:
-            continue
-        if run_id not in verdicts:
-            verdicts[run_id] = is_finished(run_id)
-        if verdicts[run_id]:
-            _remove(container)
-            removed.append(container.name)
-    return removed
-
-
-def reap_in_background(keep: str) -> threading.Thread:
-    """Start a reaper that does not hold up the flow run starting it; errors are ignored."""
-    def go() -> None:
-        with contextlib.suppress(Exception):
-            reap(run_finished, keep=[keep], scope=prefect_api_url())
-
-    thread = threading.Thread(target=go, name="flowforge-container-reaper", daemon=True)
-    thread.start()
-    return thread
-
-
 __all__ = [
     "LABEL_JOB",
     "LABEL_PREFECT",
@@ -345,6 +370,7 @@ __all__ = [
     "LABEL_WORKFLOW",
     "MOUNT",
     "ContainerExecutor",
+    "create_options",
     "docker_client",
     "leftovers",
     "prefect_api_url",

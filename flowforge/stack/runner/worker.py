@@ -10,6 +10,11 @@ supervisor interpreter that starts an engine interpreter (two imports of Prefect
 It also learns of new runs from Prefect's event stream: a `prefect.flow-run.Scheduled` event
 of its pool wakes the submission loop at once, and the poll (PREFECT_WORKER_QUERY_SECONDS)
 stays as the fallback for a dropped stream.
+
+And it keeps a pool of pre-warmed containers for its runs' container jobs
+(`FLOWFORGE_CONTAINER_WARM`, `runtime.executors.container_pool`) when a Docker engine is
+there, telling the runs it forks where to claim them (`FLOWFORGE_CONTAINER_POOL`); stopping
+the worker removes those not handed out.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +40,8 @@ from prefect.workers.process import (
     ProcessWorkerResult,
 )
 
+from flowforge.runtime.executors.container_pool import ContainerPool
+from flowforge.runtime.settings import WorkerSettings
 from flowforge.stack.runner.forking import ForkStarter, fork_context, warm_up
 from flowforge.stack.runner.settings import RunnerSettings
 
@@ -66,7 +74,10 @@ class WarmWorker(ProcessWorker):
         self._wake = anyio.Event()
         self._extras: anyio.abc.TaskGroup | None = None
         self._runs: FlowRunExecutorContext | None = None
-        self._markers = RunnerSettings().run_markers
+        settings = RunnerSettings()
+        self._markers = settings.run_markers
+        self._containers = ContainerPool(settings.container_warm,
+                                         job_root=WorkerSettings().job_root)
 
     async def __aenter__(self) -> WarmWorker:
         # The fork server imports Prefect and FlowForge once, now, not on the first run.
@@ -82,6 +93,9 @@ class WarmWorker(ProcessWorker):
         except BaseException as exc:
             await self._runs.__aexit__(type(exc), exc, exc.__traceback__)
             raise
+        if await anyio.to_thread.run_sync(self._containers.start):
+            # Forked runs take their environment from ours (`forking.run_environment`).
+            os.environ["FLOWFORGE_CONTAINER_POOL"] = str(self._containers.socket_path)
         self._extras = anyio.create_task_group()
         await self._extras.__aenter__()
         self._extras.start_soon(self._listen)
@@ -97,6 +111,8 @@ class WarmWorker(ProcessWorker):
                 self._extras = None
             await super().__aexit__(*exc_info)
         finally:
+            os.environ.pop("FLOWFORGE_CONTAINER_POOL", None)
+            await anyio.to_thread.run_sync(self._containers.close)
             if self._runs is not None:
                 runs, self._runs = self._runs, None
                 await runs.__aexit__(None, None, None)
