@@ -225,3 +225,37 @@ def test_server_going_away_mid_run(api: httpx.Client, sshd_factory: SshdFactory,
     assert run["state"] == "FAILED"
     assert "connection lost" in run["jobs"][0]["error"], run
 
+
+
+def test_one_of_two_servers_killed_mid_job_keeps_the_others_result(
+        api: httpx.Client, sshd_factory: SshdFactory, ssh_client_key: ClientKey,
+        tmp_path: Path) -> None:
+    """A fault: one server dies (sshd and its sessions SIGKILLed) while the job runs on two;
+    that server's result fails with the reason, the other's finishes and is kept."""
+    steady, doomed = sshd_factory.start(), sshd_factory.start()
+    put_server(api, server_body("steady-box", steady, ssh_client_key))
+    put_server(api, server_body("dying-box", doomed, ssh_client_key))
+    markers = shared_dir(tmp_path)
+    create_workflow(api, {
+        "name": "ssh-one-dies",
+        "inputs": {"markers": {"type": "string"}},
+        "jobs": [{"name": "j", "runtime": "bash", "env": {"MARKERS": "{{ inputs.markers }}"},
+                  "target": {"ssh": {"servers": ["steady-box", "dying-box"]}},
+                  "script": 'source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+                            'echo $$ > "$MARKERS/started-$$"\nsleep 4\nff_output \'{"done": true}\'\n'}],
+    })
+    run_id = api.post("/workflows/ssh-one-dies/runs",
+                      json={"inputs": {"markers": str(markers)}}).json()["run_id"]
+    deadline = time.monotonic() + 90
+    while len(list(markers.glob("started-*"))) < 2:
+        assert time.monotonic() < deadline, "the job never started on both servers"
+        time.sleep(0.1)
+    doomed.kill()
+    run = wait_run(api, run_id, timeout=90)
+    job = jobs_by_name(run)["j"]
+    assert run["state"] == "FAILED" and job["state"] == "FAILED", run
+    assert "failed on 1 of 2 servers: dying-box:" in job["error"], job
+    assert "connection lost" in job["error"], job
+    servers = job["output"]["servers"]
+    assert servers["steady-box"] == {"exit_code": 0, "error": None, "output": {"done": True}}
+    assert servers["dying-box"]["error"] and servers["dying-box"]["exit_code"] != 0
