@@ -6,7 +6,13 @@ Run by hand (not in CI):  .venv/bin/python bench/container.py [--reps 10] [--poo
    directory, helpers, hardened options, labels, live log streaming, OOM check, removal) and
    by a raw `docker run --rm --network none <runner> bash -c 'echo hi'` (the CLI) and the SDK's
    `containers.run(remove=True)`; alternating, median of --reps. Goal: executor <= 1.3x raw.
-2. pool: a two-job workflow run through a real `flowforge up --docker` stack on the process
+   The executor runs twice: creating each job's container (cold) and taking it from a pool of
+   pre-warmed ones (warm, `ContainerPool` as the warm runner keeps; the pool has refilled
+   before each warm rep, as between jobs that are not back to back).
+2. first line: from the executor's `run` called (a job's task starting) to the job's first
+   output line in its log, warm and cold, against a raw `docker run` (the CLI started) to its
+   first stdout line. Goal (issue 19): warm <= 0.5x raw.
+3. pool: a two-job workflow run through a real `flowforge up --docker` stack on the process
    pool and on the docker pool; POST /runs -> terminal, median of --pool-reps.
 
 Uses the tests' private dockerd (started if needed) and the runner image (built if missing).
@@ -22,25 +28,43 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flowforge.runtime.executors.container_pool import ContainerPool
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def per_job(reps: int, image: str) -> None:
+def _refilled(pool: ContainerPool) -> None:
+    from flowforge.core.targets import ContainerTarget
+
+    while pool.ready(ContainerTarget()) < pool.size:
+        time.sleep(0.01)
+
+
+def per_job(reps: int, image: str, pool: ContainerPool) -> None:
     from flowforge.core.targets import ContainerTarget
     from flowforge.runtime.executors.base import ScriptRequest
     from flowforge.runtime.executors.container import ContainerExecutor, docker_client
 
     executor = ContainerExecutor()
+    warm = ContainerExecutor(pool=pool.socket_path)
     target = ContainerTarget()
     client = docker_client()
 
-    def flowforge_job() -> None:
-        result = executor.run(ScriptRequest(name="bench", runtime="bash", script="echo hi",
-                                        event={"workflow": "bench", "run_id": "bench"}),
-                              lambda stream, line: None, target)
+    def job(on: ContainerExecutor) -> None:
+        result = on.run(ScriptRequest(name="bench", runtime="bash", script="echo hi",
+                                      event={"workflow": "bench", "run_id": "bench"}),
+                        lambda stream, line: None, target)
         assert result.error is None, result.error
+
+    def flowforge_job() -> None:
+        job(executor)
+
+    def warm_job() -> None:
+        job(warm)
 
     def raw_cli() -> None:
         subprocess.run(["docker", "run", "--rm", "--network", "none", image, "bash", "-c",
@@ -49,13 +73,17 @@ def per_job(reps: int, image: str) -> None:
     def raw_sdk() -> None:
         client.containers.run(image, ["bash", "-c", "echo hi"], remove=True, network_mode="none")
 
-    variants = {"flowforge ContainerExecutor": flowforge_job, "raw docker run --rm (CLI)": raw_cli,
+    variants = {"flowforge ContainerExecutor": flowforge_job,
+                "flowforge ContainerExecutor, warm pool": warm_job,
+                "raw docker run --rm (CLI)": raw_cli,
                 "raw SDK containers.run(remove=True)": raw_sdk}
     for fn in variants.values():  # warm: image layers in page cache, SDK connection
         fn()
     results: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(reps):
         for name, fn in variants.items():
+            if fn is warm_job:
+                _refilled(pool)
             t = time.perf_counter()
             fn()
             results[name].append(time.perf_counter() - t)
@@ -63,9 +91,58 @@ def per_job(reps: int, image: str) -> None:
     print(f"{'variant':40} {'median':>8} {'min':>8} {'max':>8}")
     for name, times in results.items():
         print(f"{name:40} {statistics.median(times):8.3f} {min(times):8.3f} {max(times):8.3f}")
-    ours = statistics.median(results["flowforge ContainerExecutor"])
-    for raw in ("raw docker run --rm (CLI)", "raw SDK containers.run(remove=True)"):
-        print(f"ratio flowforge / {raw}: {ours / statistics.median(results[raw]):.2f}x")
+    for variant in ("flowforge ContainerExecutor", "flowforge ContainerExecutor, warm pool"):
+        ours = statistics.median(results[variant])
+        for raw in ("raw docker run --rm (CLI)", "raw SDK containers.run(remove=True)"):
+            print(f"ratio {variant} / {raw}: {ours / statistics.median(results[raw]):.2f}x")
+
+
+def first_line(reps: int, image: str, pool: ContainerPool) -> None:
+    from flowforge.core.targets import ContainerTarget
+    from flowforge.runtime.executors.base import ScriptRequest
+    from flowforge.runtime.executors.container import ContainerExecutor
+
+    script = "echo first; sleep 0.2; echo last"
+
+    def executor_first(on: ContainerExecutor) -> float:
+        seen: list[float] = []
+        started = time.perf_counter()
+        result = on.run(ScriptRequest(name="bench", runtime="bash", script=script,
+                                      event={"workflow": "bench", "run_id": "bench"}),
+                        lambda stream, line: seen.append(time.perf_counter()), ContainerTarget())
+        assert result.error is None and seen, result.error
+        return seen[0] - started
+
+    def raw_first() -> float:
+        started = time.perf_counter()
+        process = subprocess.Popen(["docker", "run", "--rm", "--network", "none", image, "bash",
+                                    "-c", script], stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        process.stdout.readline()
+        first = time.perf_counter() - started
+        process.communicate()
+        return first
+
+    variants = {"warm pool (executor run -> first line)":
+                lambda: executor_first(ContainerExecutor(pool=pool.socket_path)),
+                "cold (executor run -> first line)": lambda: executor_first(ContainerExecutor()),
+                "raw docker run (CLI start -> first line)": raw_first}
+    for fn in variants.values():
+        fn()
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            if name.startswith("warm"):
+                _refilled(pool)
+            results[name].append(fn())
+    print(f"\nfirst output line of a container job, n={reps} (alternating)")
+    print(f"{'variant':44} {'median':>8} {'min':>8} {'max':>8}")
+    for name, times in results.items():
+        print(f"{name:44} {statistics.median(times):8.3f} {min(times):8.3f} {max(times):8.3f}")
+    raw = statistics.median(results["raw docker run (CLI start -> first line)"])
+    for name in list(variants)[:2]:
+        print(f"ratio {name.split(' (')[0]} / raw docker run: "
+              f"{statistics.median(results[name]) / raw:.2f}x")
 
 
 def pools(reps: int) -> None:
@@ -114,7 +191,15 @@ def main() -> None:
         docker_client().images.get(image)
     except Exception:
         build_runner_image()
-    per_job(args.reps, image)
+    from flowforge.runtime.executors.container_pool import ContainerPool
+
+    pool = ContainerPool(2)
+    assert pool.start()
+    try:
+        per_job(args.reps, image, pool)
+        first_line(args.reps, image, pool)
+    finally:
+        pool.close()
     if not args.skip_pools:
         pools(args.pool_reps)
 
