@@ -8,7 +8,7 @@ trigger started without the API (a schedule, a dependency, an event) is recorded
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -59,6 +59,10 @@ async def query(session: AsyncSession, who: Principal, *, actor: str | None = No
         if value is not None:
             q = q.where(col(column) == value)
     if since is not None:
+        # As an instant in UTC, as the rows are stored: SQLite keeps a datetime as text without
+        # its offset, so `since` at 16:00+02:00 compared as written would mean 16:00 UTC. A
+        # time given without an offset is UTC.
+        since = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
         q = q.where(col(AuditRow.at) >= since)
     if not who.every_namespace:  # an admin of some namespaces sees only what happened there
         q = q.where(col(AuditRow.namespace).in_(sorted(who.namespaces)))

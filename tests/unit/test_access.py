@@ -7,14 +7,16 @@ or with the wrong one, fails here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
@@ -24,6 +26,8 @@ from api.auth import MINIMUM, Allow, Role
 from api.deps import public
 from api.main import create_app
 from api.settings import ApiSettings
+from flowforge.core.document import parse_document
+from flowforge.core.validation import load_workflow
 from tests.conftest import with_admin_key
 from tests.unit.test_trigger_api import dead_port
 
@@ -283,6 +287,44 @@ def test_deep_or_exploding_documents_are_422_naming_the_limit(api: TestClient, s
     assert time.monotonic() - started < 10  # a sanity bound: it used to take 41.7 s
 
 
+async def test_healthz_answers_while_a_large_document_is_parsed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large document (under the body limit) takes seconds to parse: in a worker thread, so
+    the event loop serves other requests meanwhile. Parsed on the loop, the first answer to
+    /healthz would come only after the whole parse."""
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "0")
+    # 100,000 one-item lists: ~400 kB of YAML (the limit is 1 MiB), each value built in Python
+    doc = (f"name: large\njobs: {json.dumps(JOBS)}\n"
+           "outputs:\n  data: [" + ",".join(["[0]"] * 100_000) + "]\n")
+    assert len(doc) < ApiSettings.model_fields["max_body_bytes"].default
+    started = time.monotonic()
+    load_workflow(parse_document(doc, "yaml"))
+    parse_seconds = time.monotonic() - started  # what the API's parse takes at the least
+    settings = ApiSettings(home=tmp_path, prefect_api_url=f"http://127.0.0.1:{dead_port()}/api",
+                           prefect_timeout=1, prefect_deadline=0.5, sync_interval=3600,
+                           health_timeout=0.05)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        key = (tmp_path / "admin.key").read_text().strip()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), timeout=120,
+                                     base_url="http://api", headers=bearer(key)) as client:
+            sent = time.monotonic()
+            post = asyncio.create_task(client.post(
+                "/workflows", content=doc, headers={"Content-Type": "application/yaml"}))
+            await asyncio.sleep(0.05)  # the POST is sent and its parse begins
+            health = await client.get("/healthz")
+            answered = time.monotonic() - sent
+            still_parsing = not post.done()
+            created = await post
+    assert created.status_code == 201, created.text
+    # /healthz answered (503: Prefect is a dead port here) ...
+    assert health.status_code == 503, health.text
+    assert health.json()["error"]["details"]["api"] == "ok"
+    # ... during the POST, long before the parse could have ended on the loop
+    assert still_parsing
+    assert answered < 0.8 * parse_seconds, (answered, parse_seconds)
+
+
 def test_declared_json_is_read_as_json_only(api: TestClient) -> None:
     answer = api.post("/workflows", content="name: yaml-body\njobs: []",
                       headers={"Content-Type": "application/json"})
@@ -369,3 +411,41 @@ def test_limits_are_shared_by_api_processes_through_redis(
         for client in (one, two, one):
             assert client.get("/workflows", headers=wrong).status_code == 401
         assert two.get("/workflows", headers={"Authorization": good}).status_code == 200
+
+
+def test_audit_filters_by_namespace_and_since(api: TestClient) -> None:
+    """`?namespace=` keeps one namespace's rows; `?since=` the rows at or after that instant,
+    whatever offset the instant is written with."""
+    for ns in ("team-a", "team-b"):
+        made = api.post("/workflows", json={"name": f"early-{ns}", "namespace": ns, "jobs": JOBS})
+        assert made.status_code == 201, made.text
+    time.sleep(0.05)
+    cut = datetime.now(UTC)
+    time.sleep(0.05)
+    for ns in ("team-a", "team-b"):
+        made = api.post("/workflows", json={"name": f"late-{ns}", "namespace": ns, "jobs": JOBS})
+        assert made.status_code == 201, made.text
+
+    def targets(**params: Any) -> list[str]:
+        answer = api.get("/audit", params={"action": "create_workflow", **params})
+        assert answer.status_code == 200, answer.text
+        return sorted(r["target"] for r in answer.json())
+
+    assert targets() == ["workflow:early-team-a", "workflow:early-team-b",
+                         "workflow:late-team-a", "workflow:late-team-b"]
+    team_a = api.get("/audit", params={"namespace": "team-a"}).json()
+    assert team_a and {r["namespace"] for r in team_a} == {"team-a"}
+    assert targets(namespace="team-a") == ["workflow:early-team-a", "workflow:late-team-a"]
+    assert targets(namespace="team-c") == []
+    later = ["workflow:late-team-a", "workflow:late-team-b"]
+    assert targets(since=cut.isoformat()) == later
+    assert targets(since=cut.isoformat().replace("+00:00", "Z")) == later
+    # The same instant two hours east of UTC: the filter compares instants, not clock faces.
+    east = cut.astimezone(timezone(timedelta(hours=2))).isoformat()
+    assert targets(since=east) == later
+    west = cut.astimezone(timezone(timedelta(hours=-5))).isoformat()
+    assert targets(since=west) == later
+    assert targets(since=cut.replace(tzinfo=None).isoformat()) == later  # no offset: UTC
+    assert targets(since=cut.isoformat(), namespace="team-b") == ["workflow:late-team-b"]
+    assert targets(since=(cut + timedelta(hours=1)).isoformat()) == []
+    assert api.get("/audit", params={"since": "yesterday"}).status_code == 422
