@@ -6,9 +6,13 @@ stored and marked `pending` when Prefect is down), so they are tested fast, in-p
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import socket
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -150,3 +154,70 @@ def test_delete_while_prefect_is_down_is_accepted_and_says_prefect_is_pending(ap
     assert api.get("/workflows/gone").status_code == 404
     assert "gone" not in [w["name"] for w in api.get("/workflows").json()]
     assert api.post("/workflows", json=wf("gone")).status_code == 201  # the name is free again
+
+
+def _mac(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _github(secret: str, body: bytes, now: int) -> dict[str, str]:
+    return {"X-Hub-Signature-256": "sha256=" + _mac(secret, body),
+            "X-GitHub-Delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958", "X-GitHub-Event": "push"}
+
+
+def _stripe(secret: str, body: bytes, now: int) -> dict[str, str]:
+    return {"Stripe-Signature": f"t={now},v1={_mac(secret, f'{now}.'.encode() + body)}"}
+
+
+def _slack(secret: str, body: bytes, now: int) -> dict[str, str]:
+    return {"X-Slack-Request-Timestamp": str(now),
+            "X-Slack-Signature": "v0=" + _mac(secret, f"v0:{now}:".encode() + body)}
+
+
+PRESET_BODY = json.dumps({"id": "evt_1NG8Du2eZvKYlo2C", "event_id": "Ev08MFMKH6",
+                          "ref": "refs/heads/main"}).encode()
+
+
+@pytest.mark.parametrize(("scheme", "signer", "delivery", "stale"), [
+    ("github", _github, "github-" + hashlib.sha256(PRESET_BODY).hexdigest(), False),
+    ("stripe", _stripe, "evt_1NG8Du2eZvKYlo2C", True),
+    ("slack", _slack, "Ev08MFMKH6", True),
+])
+def test_a_preset_webhook_takes_its_senders_signature_and_refuses_a_bad_one(
+        api: TestClient, tmp_path: Path, scheme: str,
+        signer: Callable[[str, bytes, int], dict[str, str]], delivery: str,
+        stale: bool) -> None:
+    """`verify: github | stripe | slack`: the sender's own headers, signed with the signing
+    secret the sender made (set through the rotation route), through POST /hooks/{id}."""
+    made = api.post("/workflows", json=wf("w", {"type": "webhook", "verify": scheme}))
+    assert made.status_code == 201, made.text
+    (trigger,) = made.json()["spec"]["triggers"]
+    assert trigger["verify"] == scheme
+    url = f"/hooks/{trigger['id']}"
+    secret = f"{scheme}-signing-secret-0123"
+    now = int(time.time())
+    good = signer(secret, PRESET_BODY, now)
+    # No secret yet: nothing verifies
+    assert api.post(url, content=PRESET_BODY, headers=good).status_code == 401
+    set_ = api.post(f"/workflows/w/triggers/{trigger['id']}/secret", json={"secret": secret})
+    assert set_.status_code == 200 and set_.json()["secret"] is None  # the sender's: not echoed
+    refused = {
+        "another secret": signer("another-secret-0123456", PRESET_BODY, now),
+        "another body": signer(secret, PRESET_BODY + b" ", now),
+        "unsigned": {},
+        "flowforge's scheme": sign(secret, PRESET_BODY, "d-1"),
+        **({"stale": signer(secret, PRESET_BODY, now - 600)} if stale else {}),
+    }
+    for case, headers in refused.items():
+        answer = api.post(url, content=PRESET_BODY, headers=headers)
+        assert answer.status_code == 401, (case, answer.text)
+        assert answer.json()["error"]["code"] == "bad_signature", case
+    db = sqlite3.connect(tmp_path / "flowforge.db")
+    assert db.execute("SELECT count(*) FROM webhook_deliveries").fetchone() == (0,)
+    for _ in range(2):  # a replay is the same delivery
+        accepted = api.post(url, content=PRESET_BODY, headers=good)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["delivery_id"] == delivery
+        assert accepted.json()["status"] == "queued"  # Prefect is down: stored, not lost
+    assert db.execute("SELECT trigger_id, delivery_id FROM webhook_deliveries").fetchall() == [
+        (trigger["id"], delivery)]
