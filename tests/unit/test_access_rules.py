@@ -1,17 +1,21 @@
 """Issue 17's rules that test_access.py leaves out: who sets a namespace policy, what a policy
-refuses, internal names, moving a server, the per-webhook limit, audit rows of refused bodies,
-deep webhook bodies and the migration into `default`.
+refuses, internal names (also in what a job reads of the variables), moving a server, the
+per-webhook limit, audit rows of refused bodies, deep webhook bodies and the migration into
+`default`.
 
 In-process on SQLite against a dead Prefect port, as in test_access.py: each refusal tested
 here is decided before the API would talk to Prefect, so a 503 where a 4xx is asserted means
-the request got past the rule.
+the request got past the rule. What a job reads is read from a stand-in for Prefect's
+variables endpoint.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +23,15 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from fastapi.testclient import TestClient
+from prefect.client.schemas.objects import Variable
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from api.db import MIGRATIONS, head_revision
 from api.services.signatures import sign
+from flowforge.core.names import split_stored_name
 from flowforge.core.validation import load_workflow
 from flowforge.core.workflow import spec_hash, spec_json
+from flowforge.runtime import variables
 from tests.unit.test_access import JOBS, bearer, make_app, new_key, with_admin_key
 
 NS = "team-a"
@@ -271,6 +279,86 @@ def test_a_template_or_job_cannot_name_an_internal_secret(api: TestClient, job: 
     assert "thief" in found[0]["message"]
     assert "flowforge-ssh-web1" in found[0]["message"] or "named literally" in found[0]["message"]
     assert api.get("/workflows/steal").status_code == 404
+
+
+@pytest.mark.parametrize(("stored", "expected"), [
+    ("token", ("default", "token")),
+    ("team-a--token", ("team-a", "token")),
+    ("flowforge-server-web1", None),
+    ("flowforge-ssh-web1", None),
+    ("flowforge-breaker-web1", None),
+    ("flowforge-server--web1", None),
+    ("team-a--x--y", None),
+])
+def test_a_stored_name_splits_into_namespace_and_name_unless_it_is_flowforges(
+        stored: str, expected: tuple[str, str] | None) -> None:
+    assert split_stored_name(stored) == expected
+
+
+class PrefectVariables:
+    """A stand-in for Prefect's `POST /api/variables/filter` on a real 127.0.0.1 port: the
+    variables as Prefect's own `Variable` model serialises them, a page of `limit` from
+    `offset` at a time, as the server pages them; every filter body is recorded."""
+
+    def __init__(self, variables: dict[str, Any]) -> None:
+        rows = [Variable(name=n, value=v).model_dump(mode="json") for n, v in variables.items()]
+        self.filters: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path != "/api/variables/filter":
+                    self._send(404, b"{}")
+                    return
+                outer.filters.append(body)
+                start = body.get("offset", 0)
+                self._send(200, json.dumps(rows[start:start + body["limit"]]).encode())
+
+            def do_GET(self) -> None:  # the client's CSRF-token probe: none here
+                self._send(404, b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_job_reads_only_its_namespaces_variables_and_none_of_flowforges() -> None:
+    """`flowforge.runtime.variables.read_all`, what a script job's `variables.json` holds:
+    every page read, FlowForge's own records and other namespaces' variables left out."""
+    many = {f"team-a--v{i}": i for i in range(450)}  # three pages of 200
+    prefect = PrefectVariables({
+        "shared": "of default", "team-a--shared": "of team-a", "team-b--shared": "of team-b",
+        "team-b--only-b": True, "flowforge-server-web1": {"host": "10.0.0.5", "port": 22},
+        "flowforge-breaker-web1": {"failures": 3}, "flowforge-server--web2": {"host": "evil"},
+        "flowforge-x": 1, "team-a--x--y": "not a name anyone gave", **many})
+    try:
+        with temporary_settings({PREFECT_API_URL: prefect.url}):
+            team_a = variables.read_all("team-a")
+            assert [f["offset"] for f in prefect.filters] == [0, 200, 400]
+            default = variables.read_all()
+            team_b = variables.read_all("team-b")
+            team_c = variables.read_all("team-c")
+    finally:
+        prefect.close()
+    assert team_a == {"shared": "of team-a", **{f"v{i}": i for i in range(450)}}
+    assert default == {"shared": "of default"}
+    assert team_b == {"shared": "of team-b", "only-b": True}
+    assert team_c == {}
 
 
 # -- 4. moving an SSH server -------------------------------------------------------------------
