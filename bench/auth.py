@@ -1,10 +1,13 @@
 """What authentication costs an API request, with 1,000 keys stored (the bar: p99 <= 1 ms).
 
-Two measurements, side by side in one run, in one process:
+Three measurements, side by side in one run, in one process:
 
     flowforge  the API's own `security.authenticate` on a request scope: the failed-auth
                rate-limit check for the client, the key's SHA-256, one indexed lookup in the
-               API's database (SQLite, through the API's async engine), the expiry check
+               API's SQLite database (`api.services.keys.KeyReader`: a read-only sqlite3
+               connection of its own, queried on the event loop; the async engine only when
+               that read fails, e.g. locked past its 200 ms busy timeout), the revocation
+               and expiry checks
     request    a whole authenticated request through the ASGI app in process (httpx's
                ASGITransport): GET /namespaces/default, which is authentication plus one
                primary-key read, against GET /healthz-like public work it does not have;
