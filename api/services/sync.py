@@ -126,10 +126,14 @@ async def sync_row(session: AsyncSession, row: WorkflowRow, target: PrefectTarge
         return row
 
 
+def _every_namespace(namespaces: frozenset[str] | None) -> bool:
+    return namespaces is None or ALL_NAMESPACES in namespaces
+
+
 def _in_namespaces(query: Any, namespaces: frozenset[str] | None) -> Any:
-    if namespaces is None or ALL_NAMESPACES in namespaces:
+    if _every_namespace(namespaces):
         return query
-    return query.where(col(WorkflowRow.namespace).in_(sorted(namespaces)))
+    return query.where(col(WorkflowRow.namespace).in_(sorted(namespaces or ())))
 
 
 async def sync_all(session: AsyncSession, target: PrefectTarget, only_unsynced: bool = False,
@@ -141,7 +145,7 @@ async def sync_all(session: AsyncSession, target: PrefectTarget, only_unsynced: 
         query = query.where(WorkflowRow.sync_status != "synced")
     rows = list((await session.exec(query)).all())
     done = [await sync_row(session, row, target, unless_synced=only_unsynced) for row in rows]
-    if not only_unsynced and _in_namespaces(True, namespaces) is True:
+    if not only_unsynced and _every_namespace(namespaces):
         try:  # automations of workflows deleted while Prefect was unreachable
             await deploy.orphan_automations(await live_names(session), target, delete=True)
             await crashes.ensure(target, target.heartbeat_seconds)
@@ -166,7 +170,7 @@ async def drift_all(session: AsyncSession, target: PrefectTarget,
             out[row.name] = ["deleted in FlowForge, not yet in Prefect"]
         else:
             out[row.name] = await deploy.drift(spec_of(row), target)
-    if _in_namespaces(True, namespaces) is True:
+    if _every_namespace(namespaces):
         for name in await deploy.orphan_automations(await live_names(session), target,
                                                     delete=False):
             out.setdefault(name.split(":")[1], []).append(

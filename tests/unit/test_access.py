@@ -210,6 +210,25 @@ def test_namespaces_hide_workflows_of_other_namespaces(api: TestClient) -> None:
     assert "wf-team-b" in json.dumps(dep.json()["error"]["details"])
 
 
+def test_sync_with_a_namespaced_key_syncs_only_its_namespace(api: TestClient) -> None:
+    """POST /sync of a key of some namespaces (Prefect is down: each row is tried and marked
+    pending); it answered 500 before, for any key not of every namespace."""
+    for ns in ("team-a", "team-b"):
+        made = api.post("/workflows", json={"name": f"wf-{ns}", "namespace": ns, "jobs": JOBS})
+        assert made.status_code == 201, made.text
+    for ns in ("team-a", "team-b"):
+        scoped = api.post("/sync", headers=bearer(new_key(api, "editor", [ns])["key"]))
+        assert scoped.status_code == 200, scoped.text
+        assert [(w["name"], w["status"]) for w in scoped.json()["workflows"]] == [
+            (f"wf-{ns}", "pending")]
+    both = bearer(new_key(api, "editor", ["team-a", "team-b"])["key"])
+    assert [w["name"] for w in api.post("/sync", headers=both).json()["workflows"]] == [
+        "wf-team-a", "wf-team-b"]
+    everyone = api.post("/sync")
+    assert everyone.status_code == 200, everyone.text
+    assert [w["name"] for w in everyone.json()["workflows"]] == ["wf-team-a", "wf-team-b"]
+
+
 def test_every_mutation_is_one_audit_row_without_secrets(api: TestClient, tmp_path: Path) -> None:
     api.post("/workflows", json={"name": "audited", "jobs": JOBS}, headers={"X-Request-Id": "req-1"})
     made = new_key(api, "runner")
