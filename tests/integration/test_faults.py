@@ -242,3 +242,65 @@ def test_on_crash_repair_finishes_a_crashed_run_by_itself(own_stack: Stack,
         assert ledger.read_text().splitlines() == ["first", "second 7", "second 7"]
         time.sleep(6)  # a pass of every API's loop later: still one repair
         assert len(api.get("/workflows/self-healing/runs").json()) == 2
+
+
+def test_prefect_down_for_a_minute_loses_nothing(own_stack: Stack) -> None:
+    """The Prefect server frozen (SIGSTOP) for 60 s while a workflow is created, another is
+    changed and signed webhooks arrive: every request is answered (201/200/202), and once
+    Prefect is back the definitions converge within a sync interval and every delivery's run
+    is created and runs the changed script."""
+    from api.services import signatures
+
+    with own_stack.client() as api:
+        create_workflow(api, {"name": "outage-hook", "inputs": {"n": {"type": "integer"}},
+                              "jobs": [{"name": "j", "runtime": "bash", "script": "echo before"}]})
+        hook = api.post("/workflows/outage-hook/triggers",
+                        json={"type": "webhook", "inputs": {"n": "{{ body.n }}"}})
+        assert hook.status_code == 201, hook.text
+        url, secret = hook.json()["url"], hook.json()["secret"]
+        prefect_pid = children(own_stack)["prefect-server"]["pid"]
+        os.kill(prefect_pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            made = api.post("/workflows", json={"name": "made-in-outage", "jobs": [
+                {"name": "j", "runtime": "bash", "script": "echo made"}]})
+            assert made.status_code == 201, made.text
+            assert made.json()["sync"]["status"] == "pending", made.json()
+            changed = api.put("/workflows/outage-hook", json={
+                "name": "outage-hook", "inputs": {"n": {"type": "integer"}},
+                "jobs": [{"name": "j", "runtime": "python",
+                          "script": "import flowforge_helpers as ff\n"
+                                    "ff.output({'n': ff.input()['inputs']['n'], 'v': 2})"}]})
+            assert changed.status_code == 200, changed.text
+            delivered = []
+            for n in range(5):
+                body = json.dumps({"n": n}).encode()
+                answer = api.post(url, content=body, headers={
+                    **signatures.sign(secret, body, f"outage-{n}"),
+                    "Content-Type": "application/json"})
+                assert answer.status_code == 202, answer.text
+                delivered.append(answer.json())
+            time.sleep(max(0.0, 60 - (time.monotonic() - stopped)))
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # restarted by the supervisor
+                os.kill(prefect_pid, signal.SIGCONT)
+
+        deadline = time.monotonic() + 120
+        for name in ("made-in-outage", "outage-hook"):
+            while api.get(f"/workflows/{name}").json()["sync"]["status"] != "synced":
+                assert time.monotonic() < deadline, api.get(f"/workflows/{name}").json()
+                time.sleep(1)
+        outputs = set()
+        while len(outputs) < 5:
+            assert time.monotonic() < deadline, (outputs, delivered)
+            runs = api.get("/workflows/outage-hook/runs").json()
+            for summary in runs:
+                run = api.get(f"/runs/{summary['id']}").json()
+                if run["state"] == "COMPLETED":
+                    output = run["jobs"][0]["output"]
+                    assert output["v"] == 2, run  # the changed script
+                    outputs.add(output["n"])
+            time.sleep(1)
+        assert outputs == set(range(5))
+        assert len(api.get("/workflows/outage-hook/runs").json()) == 5  # none twice
+        assert run_workflow(api, "made-in-outage")["state"] == "COMPLETED"

@@ -181,3 +181,83 @@ def test_one_api_replica_killed_the_other_keeps_answering(topology: Stack) -> No
         assert time.monotonic() < deadline, now
         time.sleep(0.5)
     assert set(names) <= listed
+
+
+def _ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
+def _worker_running(stack: Stack, run_id: str, timeout: float = 90) -> tuple[str, int]:
+    """The name and PID of the worker whose forked flow-run process runs `run_id`."""
+    markers = stack.home / "run" / "flow-runs"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = {name: child["pid"] for name, child in json.loads(
+            (stack.home / "run" / "pids.json").read_text())["children"].items()
+            if name.startswith("worker")}
+        for marker in markers.glob("*"):
+            with contextlib.suppress(OSError):
+                if marker.read_text().strip() == run_id:
+                    up = _ancestors(int(marker.name))
+                    for name, pid in workers.items():
+                        if pid in up:
+                            return name, pid
+        time.sleep(0.2)
+    raise AssertionError(f"no worker runs {run_id}")
+
+
+def test_one_of_two_workers_killed_mid_run_the_other_serves_and_the_run_is_repaired(
+        topology: Stack, shared_dir: Path) -> None:
+    """kill -9 of the worker under a running job: the stack stays up, the run is Crashed with
+    the reason, `on_crash: repair` finishes it (the first job's output reused, the second run
+    again), and the other worker, untouched, keeps taking runs."""
+    ledger, mark = shared_dir / "ledger", shared_dir / "mark"
+    with _client(topology, topology.api_url) as api:
+        create_workflow(api, {
+            "name": "two-workers-one-dies", "settings": {"on_crash": "repair"},
+            "jobs": [
+                {"name": "first", "runtime": "bash", "env": {"LEDGER": str(ledger)},
+                 "script": 'source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+                           'echo first >> "$LEDGER"; ff_output \'{"n": 3}\''},
+                {"name": "second", "runtime": "bash", "needs": ["first"],
+                 "env": {"MARK": str(mark), "LEDGER": str(ledger),
+                         "N": "{{ jobs.first.output.n }}"},
+                 "script": 'echo "second $N" >> "$LEDGER"\n'
+                           '[ -e "$MARK" ] && exit 0\ntouch "$MARK"; sleep 300'}]})
+        run_id = api.post("/workflows/two-workers-one-dies/runs",
+                          json={"inputs": {}}).json()["run_id"]
+        deadline = time.monotonic() + 90
+        while not mark.exists():
+            assert time.monotonic() < deadline, "the second job never started"
+            time.sleep(0.1)
+        victim, pid = _worker_running(topology, run_id)
+        survivor = "worker-2" if victim == "worker" else "worker"
+        before = json.loads((topology.home / "run" / "pids.json").read_text())["children"]
+        os.killpg(pid, signal.SIGKILL)
+
+        crashed = wait_run(api, run_id, timeout=90)
+        assert crashed["prefect_state"] == "Crashed", crashed
+        deadline = time.monotonic() + 180
+        while len(runs := api.get("/workflows/two-workers-one-dies/runs").json()) < 2:
+            assert time.monotonic() < deadline, runs
+            time.sleep(1)
+        repair_id = next(r["id"] for r in runs if r["id"] != run_id)
+        repaired = wait_run(api, repair_id, timeout=240)
+        assert repaired["state"] == "COMPLETED", repaired
+        assert repaired["trigger"]["repair_of"] == run_id
+        assert {j["name"]: j for j in repaired["jobs"]}["first"]["reused"]
+        assert ledger.read_text().splitlines() == ["first", "second 3", "second 3"]
+
+        assert topology.process.poll() is None  # the stack stayed up
+        after = json.loads((topology.home / "run" / "pids.json").read_text())["children"]
+        assert after[survivor]["pid"] == before[survivor]["pid"]  # untouched
+        assert after[victim]["pid"] != pid  # restarted
+        assert len(_online_workers(topology, 2)) >= 2
