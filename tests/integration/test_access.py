@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
 
 from api.services import signatures
 from tests.conftest import (
@@ -250,3 +251,73 @@ def test_webhook_deliveries_are_signed_with_time_and_id(api: httpx.Client) -> No
     rows = api.get("/audit", params={"actor": f"trigger:{hook['id']}"}).json()
     assert len(rows) >= 4 and {r["outcome"] for r in rows} >= {202, 401}
     assert hook["secret"] not in str(rows) and rotated not in str(rows)
+
+
+def test_secrets_of_another_namespace_are_not_found_and_not_listed(api: httpx.Client,
+                                                                   stack: Stack) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    ns_a, ns_b = f"sec-a-{suffix}", f"sec-b-{suffix}"
+    for ns, name, value in ((ns_a, "tok", "value-of-a"), (ns_a, "only-a", "x"),
+                            (ns_b, "tok", "value-of-b")):
+        put = api.put(f"/secrets/{name}", params={"namespace": ns}, json={"value": value})
+        assert put.status_code == 200, put.text
+    with stack.client(new_key(api, "admin", [ns_b])) as b:  # secrets are an admin's
+        # PUT and DELETE of A's secret: not found, as if A did not exist
+        for method, body in (("PUT", {"value": "overwritten-by-b"}), ("DELETE", None)):
+            answer = b.request(method, "/secrets/tok", params={"namespace": ns_a}, json=body)
+            assert answer.status_code == 404, (method, answer.text)
+            assert answer.json()["error"]["code"] == "not_found"
+        # GET: a secret's value is never read back (no route); A's list is not found
+        assert b.get("/secrets/tok", params={"namespace": ns_a}).status_code == 405
+        assert b.get("/secrets", params={"namespace": ns_a}).status_code == 404
+        listed = b.get("/secrets", params={"namespace": ns_b})
+        assert listed.status_code == 200, listed.text
+        assert [(s["name"], s["namespace"]) for s in listed.json()] == [("tok", ns_b)]
+    # A's secrets are still there, with A's value, and listed for A
+    with stack.client(new_key(api, "admin", [ns_a])) as a:
+        assert sorted(s["name"] for s in a.get("/secrets", params={"namespace": ns_a}).json()) \
+            == ["only-a", "tok"]
+    with SyncPrefectClient(stack.prefect_url, auth_string=stack.prefect_auth) as prefect:
+        stored = prefect.read_block_document_by_name(f"{ns_a}--tok", "secret",
+                                                     include_secrets=True)
+    assert stored.data["value"] == "value-of-a"
+
+
+def test_runs_sync_and_events_of_another_namespace_are_out_of_reach(api: httpx.Client,
+                                                                    stack: Stack) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    ns_a, ns_b = f"reach-a-{suffix}", f"reach-b-{suffix}"
+    of_a, of_b = f"reach-fails-{suffix}", f"reach-b-{suffix}"
+    with stack.client(new_key(api, "editor", [ns_a])) as a, \
+            stack.client(new_key(api, "editor", [ns_b])) as b:
+        create_workflow(a, {"name": of_a, "namespace": ns_a, "jobs": [
+            {"name": "a", "runtime": "bash", "script": "exit 3"}]})
+        create_workflow(b, {"name": of_b, "namespace": ns_b, "jobs": [
+            {"name": "a", "runtime": "bash", "script": "true"}]})
+        failed = run_workflow(a, of_a)
+        assert failed["state"] == "FAILED", failed
+        # /sync and /sync/check: each key's report holds its own namespace's workflows only
+        for client, own in ((a, of_a), (b, of_b)):
+            synced = client.post("/sync")
+            assert synced.status_code == 200, synced.text
+            assert [w["name"] for w in synced.json()["workflows"]] == [own]
+            assert synced.json()["workflows"][0]["status"] == "synced"
+            check = client.get("/sync/check")
+            assert check.status_code == 200, check.text
+            assert [w["name"] for w in check.json()["workflows"]] == [own]
+        every = api.get("/sync/check")
+        assert every.status_code == 200, every.text
+        assert {of_a, of_b} <= {w["name"] for w in every.json()["workflows"]}  # the admin's
+        # Repairing A's failed run: not found for B; a repair for A
+        refused = b.post(f"/runs/{failed['id']}/repair", json={})
+        assert refused.status_code == 404, refused.text
+        repaired = a.post(f"/runs/{failed['id']}/repair", json={})
+        assert repaired.status_code == 201, repaired.text
+        # An event into a namespace the key lacks: not found, like the namespace itself
+        event = {"event": f"reach.{suffix}", "namespace": ns_a}
+        into_a = b.post("/events", json=event)
+        assert into_a.status_code == 404, into_a.text
+        assert into_a.json()["error"]["code"] == "not_found"
+        assert a.post("/events", json=event).status_code == 202
+        assert b.post("/events", json={**event, "namespace": ns_b}).status_code == 202
+        assert wait_run(a, repaired.json()["run_id"])["state"] == "FAILED"
