@@ -259,3 +259,38 @@ def test_one_of_two_servers_killed_mid_job_keeps_the_others_result(
     servers = job["output"]["servers"]
     assert servers["steady-box"] == {"exit_code": 0, "error": None, "output": {"done": True}}
     assert servers["dying-box"]["error"] and servers["dying-box"]["exit_code"] != 0
+
+
+def test_moving_a_server_with_its_credential_pins_the_new_host_key(
+        api: httpx.Client, sshd_pair: tuple[Sshd, Sshd], ssh_client_key: ClientKey) -> None:
+    """Two sshd with different host keys stand for the old and the new address. The key pinned
+    for the old one is dropped on the move, never trusted for the new one, and the next
+    connection pins the new server's own key."""
+    a, b = sshd_pair
+    assert a.host_key != b.host_key
+    body = server_body("api-move", a, ssh_client_key, host_key=None,
+                       host_key_policy="accept-new")
+    put_server(api, body)
+    assert api.post("/servers/api-move/test").json()["host_key"] == a.host_key  # pinned
+    assert api.get("/servers/api-move").json()["host_key"] == a.host_key
+    record = {k: v for k, v in body.items() if k not in ("name", "private_key")}
+    # Not moved (same host and port, no key given): the pinned key stays
+    kept = api.put("/servers/api-move", json={**record, "tags": ["kept"]})
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["host_key"] == a.host_key and kept.json()["tags"] == ["kept"]
+    # Moved to the other server's port, with the credential again
+    moved = api.put("/servers/api-move", json={**record, "port": b.port,
+                                               "private_key": ssh_client_key.private})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["port"] == b.port and moved.json()["host_key"] is None
+    assert api.get("/servers/api-move").json()["host_key"] is None
+    tested = api.post("/servers/api-move/test").json()
+    assert tested["ok"] is True, tested  # a's key kept would be a host key mismatch here
+    assert tested["host_key"] == b.host_key
+    assert api.get("/servers/api-move").json()["host_key"] == b.host_key
+    # Moved back under the strict policy with no key given: nothing pinned is trusted
+    back = api.put("/servers/api-move", json={**record, "host_key_policy": "strict",
+                                              "private_key": ssh_client_key.private})
+    assert back.status_code == 200 and back.json()["host_key"] is None, back.text
+    assert api.post("/servers/api-move/test").json()["reason"] == "host_key_unknown"
+    assert api.delete("/servers/api-move").status_code == 204
