@@ -3,7 +3,8 @@
 The API child is a throwaway ASGI app written to tmp (FLOWFORGE_API_APP + PYTHONPATH) whose
 /healthz answers 200 and echoes the FLOWFORGE_*/PREFECT_* env it was given, so this file tests
 the supervisor alone. One `flowforge up` with its own Prefect server is shared by the module;
-the PREFECT_API_URL tests point further `flowforge up` runs at that server.
+the PREFECT_API_URL tests point further `flowforge up` runs at that server. Only the admin
+key's test uses the suite's stack, whose API is the real one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
@@ -331,6 +334,25 @@ def test_failed_start_stops_what_was_started(up: Up, app_dir: Path, tmp_path: Pa
         assert third.pids()["state"] == "stopped"
     finally:
         third.kill()
+
+
+def test_the_admin_key_is_written_to_its_file_and_never_printed(stack: Stack) -> None:
+    """The fake API above writes no key: the first admin key is the real API's, so this is the
+    suite's stack (`flowforge up` with the real API on a fresh home, its stdout and stderr
+    captured to up.log). The output names the file; the key is in neither it nor any log."""
+    key = stack.admin_key
+    assert key.startswith("ffk_") and len(key) >= 40
+    log = stack.home / "up.log"
+    deadline = time.monotonic() + 60
+    while "FlowForge is up" not in (output := log.read_text()):
+        assert time.monotonic() < deadline, output
+        time.sleep(0.5)
+    assert str(stack.home / "admin.key") in output
+    assert key[4:] not in output  # the key, with its prefix or without
+    logs = [path for path in (stack.home / "logs").rglob("*") if path.is_file()]
+    assert any(path.name.startswith("api") for path in logs), logs
+    for path in logs:
+        assert key[4:] not in path.read_text(errors="replace"), path
 
 
 def test_sigterm_stops_every_child_and_exits_0(up: Up) -> None:
