@@ -360,7 +360,8 @@ def docker_stack(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Itera
     with start_stack(tmp_path_factory.mktemp("ffdocker"), "--docker") as started:
         yield started
     # A stopped worker leaves no warm container (nor any job container) of its Prefect behind.
-    assert leftovers(scope=started.prefect_url) == []
+    left = leftovers(scope=started.prefect_url)
+    assert left == [], [(c.short_id, c.status, c.labels) for c in left]
 
 
 @pytest.fixture
@@ -484,7 +485,8 @@ def test_cancel_removes_the_container(dapi: httpx.Client) -> None:
     deadline = time.monotonic() + 20
     while job_containers(run_id) and time.monotonic() < deadline:
         time.sleep(0.3)
-    assert job_containers(run_id) == []
+    left = job_containers(run_id)
+    assert left == [], [(c.short_id, c.status, c.labels, c.attrs["State"]) for c in left]
 
 
 def orphan_container(run_id: str, tmp_path: Path, prefect_url: str) -> None:
@@ -633,6 +635,11 @@ def test_a_dockerd_restart_fails_the_job_clearly_and_leaves_no_container(
          "target": {"container": {}}}]})
     run_id = dapi.post("/workflows/engine-restart/runs", json={"inputs": {}}).json()["run_id"]
     wait_for_container(run_id)
+    deadline = time.monotonic() + 60
+    while not any("started" in line["message"]
+                  for line in dapi.get(f"/runs/{run_id}/logs").json()):  # the job itself runs
+        assert time.monotonic() < deadline, "the job never printed"
+        time.sleep(0.3)
     restart_dockerd()
     run = wait_run(dapi, run_id, timeout=180)
     job = jobs_by_name(run)["long"]

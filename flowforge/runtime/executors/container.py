@@ -36,7 +36,6 @@ from typing import Any, Final
 
 from flowforge.core.images import runner_image_name
 from flowforge.core.targets import ContainerTarget, TargetBase
-from flowforge.core.targets.container import ISOLATION
 from flowforge.runtime.executors import processes, warm_containers, workdir
 from flowforge.runtime.executors.base import (
     Executor,
@@ -51,11 +50,15 @@ from flowforge.runtime.executors.docker_engine import (
     LABEL_PREFECT,
     LABEL_RUN,
     LABEL_WORKFLOW,
+    SIGNALLED,
+    create_options,
     docker_client,
+    inspect_state,
     leftovers,
     prefect_api_url,
     reap,
     reap_in_background,
+    signalled_by,
 )
 from flowforge.runtime.executors.docker_engine import remove as _remove
 from flowforge.runtime.executors.local import (
@@ -67,7 +70,6 @@ from flowforge.runtime.executors.local import (
 from flowforge.runtime.executors.streams import PROGRESS_LINE, STDERR_TAIL_LINES, Lines
 from flowforge.runtime.executors.warm_containers import MOUNT
 
-TMPFS: Final = "rw,nosuid,nodev,size=64m"
 #: How long a job whose engine went away (a dockerd restart) waits for it to answer again, to
 #: read how its container ended and remove it.
 ENGINE_RETURN_SECONDS: Final = 30.0
@@ -152,8 +154,15 @@ class ContainerExecutor(Executor):
     def _claim(self, options: ContainerTarget, job: ScriptRequest) -> warm_containers.Claimed | None:
         if self.pool is None or self._client is not None:  # a given client: not the pool's engine
             return None
+        try:  # the client first: the claimed container is held (a cancel finds it) at once
+            client = docker_client()
+        except Exception:  # the SDK's own: the job reports the engine as it goes on
+            return None
         event = job.event if isinstance(job.event, dict) else json.loads(job.event)
-        return warm_containers.claim(self.pool, options, str(event.get("run_id", "")))
+        claimed = warm_containers.claim(self.pool, options, str(event.get("run_id", "")))
+        if claimed is not None:
+            self._hold(client.containers.prepare_model({"Id": claimed.id}))
+        return claimed
 
     def _run_container(self, o: ContainerTarget, parent: Path, job: ScriptRequest, log: LogFn,
                        started: float, claimed: warm_containers.Claimed | None,
@@ -167,23 +176,30 @@ class ContainerExecutor(Executor):
         timeouts = [t for t in (job.timeout, o.timeout) if t is not None]
         timeout = min(timeouts) if timeouts else None
         try:
-            if claimed is None:
-                job_dir.mkdir()
-                job_dir.chmod(0o777)
-            script = workdir.prepare(job_dir, input=job.input, variables=job.variables,
-                                     event=job.event, script=job.script, runtime=job.runtime)
-            # A container inherits nothing from this process, only the target's env.
-            env = {**job_environment(o.env, job, Path(MOUNT), None), "HOME": "/tmp"}
-        except (OSError, ValueError) as exc:
+            client = self._client or docker_client()
+        except docker.errors.DockerException as exc:  # a claimed one is reaped with its run
+            return failure(f"the Docker engine is not reachable: {exc}", started)
+        container: Any = None
+        if claimed is not None:  # ours from now on: a cancel must find it
+            container = client.containers.prepare_model({"Id": claimed.id})
+            self._hold(container)
+        try:
+            try:
+                if claimed is None:
+                    job_dir.mkdir()
+                    job_dir.chmod(0o777)
+                script = workdir.prepare(job_dir, input=job.input, variables=job.variables,
+                                         event=job.event, script=job.script, runtime=job.runtime)
+                # A container inherits nothing from this process, only the target's env.
+                env = {**job_environment(o.env, job, Path(MOUNT), None), "HOME": "/tmp"}
+            except (OSError, ValueError) as exc:
+                return failure(str(exc), started)
+            argv = workdir.command_for(job.runtime, f"{MOUNT}/{script.name}", python="python3")
             if claimed is not None:
-                _remove(self._model(claimed.id))
-            return failure(str(exc), started)
-        argv = workdir.command_for(job.runtime, f"{MOUNT}/{script.name}", python="python3")
-        image = o.image or runner_image_name()
-        client = self._client or docker_client()
-        if claimed is not None:
-            container = self._model(claimed.id)
-        else:
+                return self._supervise_container(
+                    o, container, timeout, log, job_dir, started,
+                    lambda: warm_containers.start(claimed, argv, env), warm=True)
+            image = o.image or runner_image_name()
             try:
                 event = job.event if isinstance(job.event, dict) else json.loads(job.event)
                 labels = {LABEL_WORKFLOW: str(event.get("workflow", "")),
@@ -197,25 +213,21 @@ class ContainerExecutor(Executor):
                                "build` builds the runner image; nothing is pulled)", started)
             except docker.errors.DockerException as exc:
                 return failure(f"could not create the container: {exc}", started)
+            self._hold(container)
+            return self._supervise_container(o, container, timeout, log, job_dir, started,
+                                             container.start, warm=False)
+        finally:
+            if container is not None:
+                with _live_lock:
+                    _live.pop(container.id, None)
+                _remove(container)
+
+    @staticmethod
+    def _hold(container: Any) -> None:
+        """Count `container` among this process's, which a cancel (kill_all) removes."""
         with _live_lock:
             _live[container.id] = container
         processes.on_kill_all(stop_all)
-        try:
-            if claimed is None:
-                return self._supervise_container(o, container, timeout, log, job_dir, started,
-                                                 container.start, warm=False)
-            return self._supervise_container(
-                o, container, timeout, log, job_dir, started,
-                lambda: warm_containers.start(claimed, argv, env), warm=True)
-        finally:
-            with _live_lock:
-                _live.pop(container.id, None)
-            _remove(container)
-
-    def _model(self, container_id: str) -> Any:
-        """A container object for an id, without asking the engine (attach, wait and remove
-        need only the id)."""
-        return (self._client or docker_client()).containers.prepare_model({"Id": container_id})
 
     def _supervise_container(self, o: ContainerTarget, container: Any, timeout: float | None,
                              log: LogFn, job_dir: Path, started: float,
@@ -244,6 +256,7 @@ class ContainerExecutor(Executor):
                                   name="flowforge-container-logs")
         reader.start()
         timed_out = False
+        begun = time.time()
         lost: str | None = None  # the engine went away under the job (restarted, killed)
         status: dict[str, Any] = {}
         ends = None if timeout is None else time.monotonic() + timeout
@@ -257,7 +270,7 @@ class ContainerExecutor(Executor):
                     timed_out = True
                     break
                 lost = str(exc)
-                if _inspect(container, ENGINE_RETURN_SECONDS)[0] is None:
+                if inspect_state(container, ENGINE_RETURN_SECONDS)[0] is None:
                     break  # still away: say so; a reaper removes the container later
             except docker.errors.DockerException:  # removed under us: the run is being cancelled
                 break
@@ -266,7 +279,7 @@ class ContainerExecutor(Executor):
                                      requests.exceptions.RequestException):
                 container.stop(timeout=int(self.kill_grace))
         reader.join(DRAIN_SECONDS)
-        found, away = _inspect(container, ENGINE_RETURN_SECONDS)
+        found, away = inspect_state(container, ENGINE_RETURN_SECONDS)
         if away and lost is None:  # stopped by the engine shutting down, then it went away
             lost = "it stopped answering"
         state: dict[str, Any] = found or {}
@@ -282,6 +295,11 @@ class ContainerExecutor(Executor):
             error = "the container was removed before the job finished"
         else:
             error = exit_error(code, False, timeout, tail, artifacts.error)
+            if lost is None and code in SIGNALLED:  # a signal: who sent it?
+                lost, signal_name = signalled_by(container, begun)
+                if signal_name is not None:
+                    error = (f"stopped from outside the job by {signal_name} (docker stop or "
+                             f"kill, or the Docker engine shutting down); {error}")
             if lost is not None and error is not None:
                 error = f"the Docker engine went away while the job ran; {error}"
         return ScriptResult(
@@ -294,53 +312,6 @@ class ContainerExecutor(Executor):
             timed_out=timed_out,
             duration=time.monotonic() - started,
         )
-
-
-def _inspect(container: Any, seconds: float) -> tuple[dict[str, Any] | None, bool]:
-    """The container's `State` ({} once it is removed) and whether the engine was away; None
-    if it did not answer again within `seconds` (a restart takes a few)."""
-    import docker
-    import requests
-
-    deadline = time.monotonic() + seconds
-    away = False
-    while True:
-        try:
-            container.reload()
-            return dict(container.attrs.get("State", {})), away
-        except docker.errors.NotFound:
-            return {}, away
-        except (requests.exceptions.ConnectionError, docker.errors.APIError):
-            away = True  # refused, or answering 5xx while it starts
-            if time.monotonic() >= deadline:
-                return None, away
-            time.sleep(0.5)
-        except docker.errors.DockerException:
-            return {}, away
-
-
-def create_options(o: ContainerTarget, env: dict[str, str], labels: dict[str, str],
-                   job_dir: Path) -> dict[str, Any]:
-    """docker-py create options of a job container, cold or warm: the target's hardening."""
-    options: dict[str, Any] = {
-        "environment": env,
-        "labels": labels,
-        "user": o.user,
-        "working_dir": o.workdir or MOUNT,
-        "network_mode": o.network,
-        **ISOLATION,
-        "read_only": o.read_only,
-        "tmpfs": {"/tmp": TMPFS},
-        "mem_limit": o.memory,
-        "memswap_limit": o.memory,  # no swap: the limit is the limit
-        "pids_limit": o.pids_limit,
-        "volumes": {str(job_dir): {"bind": MOUNT, "mode": "rw"}},
-        "stdin_open": False,
-        "tty": False,
-    }
-    if o.cpus is not None:
-        options["nano_cpus"] = int(o.cpus * 1e9)
-    return options
 
 
 def _pump(stream: Iterable[tuple[bytes | None, bytes | None]], log: LogFn, tail: deque[str]) -> None:

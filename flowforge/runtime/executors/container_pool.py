@@ -33,9 +33,10 @@ from typing import Any, Final
 
 from flowforge.core.targets import ContainerTarget
 from flowforge.runtime.executors import warm_containers as warm
-from flowforge.runtime.executors.container import create_options
 from flowforge.runtime.executors.docker_engine import (
     LABEL_PREFECT,
+    LABEL_RUN,
+    create_options,
     docker_client,
     prefect_api_url,
     reap_in_background,
@@ -96,6 +97,7 @@ class ContainerPool:
         self._stopped = False
         self._server: socketserver.ThreadingUnixStreamServer | None = None
         self._threads: list[threading.Thread] = []
+        self._removing: list[threading.Thread] = []
         self.claims = 0  # containers handed out, for tests and the curious
 
     @property
@@ -158,7 +160,11 @@ class ContainerPool:
             self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=30)
-        self._remove([w for s in sets for w in s.free])
+        with self._lock:
+            removing = list(self._removing)
+        for thread in removing:
+            thread.join(timeout=30)
+        self._sweep(sets, everything=True)
         if self.socket_path is not None:
             shutil.rmtree(self.socket_path.parent, ignore_errors=True)
 
@@ -249,20 +255,31 @@ class ContainerPool:
             entry.failed()
         self._remove_later(dead)
 
-    def _drop_dead(self, entries: list[_Set]) -> None:
-        """Forget ready containers that no longer run (an engine restart stops them all)."""
+    def _sweep(self, entries: list[_Set], everything: bool = False) -> None:
+        """Forget ready containers that no longer run (an engine restart stops them all) and
+        remove every container of this pool that is neither ready nor handed to a job (one
+        whose removal failed while the engine was away); `everything`: the ready ones too."""
         try:
-            running = {c.id for c in self.client.containers.list(
-                filters={"label": f"{warm.LABEL_OWNER}={self.owner}", "status": "running"})}
-        except Exception:  # the engine is away: claims find out one by one
+            mine = self.client.containers.list(
+                all=True, filters={"label": f"{warm.LABEL_OWNER}={self.owner}"})
+        except Exception:  # the engine is away: the next sweep, or claims, find out
             return
+        running = {c.id for c in mine if c.status == "running"}
+        ready: set[str] = set()
         for entry in entries:
             with self._lock:
-                dead = [w for w in entry.free if w.container.id not in running]
+                dead = [w for w in entry.free if everything or w.container.id not in running]
                 for item in dead:
                     entry.free.remove(item)
-            if dead:
+                ready.update(w.container.id for w in entry.free)
+            if dead and not everything:
                 self._failed(entry, dead)
+            elif dead:
+                self._remove(dead)
+        strays = [c for c in mine if c.id not in ready
+                  and warm.run_of(c, LABEL_RUN) is None]  # a claimed one is its job's
+        for container in strays:
+            self._remove([_Warm(container, Path(container.labels.get(warm.LABEL_DIR, "")))])
 
     # -- keeping ------------------------------------------------------------------------------
 
@@ -279,7 +296,7 @@ class ContainerPool:
                 sets = list(self._sets.values())
             if time.monotonic() - checked >= CHECK_SECONDS:
                 checked = time.monotonic()
-                self._drop_dead(sets)
+                self._sweep(sets)
                 for entry in sets:
                     self._image_changed(entry)
             if due is not None:
@@ -303,6 +320,7 @@ class ContainerPool:
         """A started warm container of `entry`'s set, or None (logged)."""
         parent = Path(tempfile.mkdtemp(prefix="flowforge-warm-", dir=self.job_root))
         job_dir = parent / "job"
+        container: Any = None
         try:
             job_dir.mkdir()
             job_dir.chmod(0o777)  # as a cold job's: the container's user writes its output
@@ -317,6 +335,8 @@ class ContainerPool:
         except Exception as exc:
             logger.warning("container pool: could not warm a container of %s: %s",
                            entry.image, exc)
+            if container is not None:  # created, not started (the engine stopping, say)
+                self._remove([_Warm(container, parent)])
             shutil.rmtree(parent, ignore_errors=True)
             return None
         with self._lock:
@@ -326,15 +346,19 @@ class ContainerPool:
 
     def _remove_later(self, dead: list[_Warm]) -> None:
         if dead:
-            threading.Thread(target=self._remove, args=(dead,), daemon=True,
-                             name="flowforge-pool-remove").start()
+            thread = threading.Thread(target=self._remove, args=(dead,), daemon=True,
+                                      name="flowforge-pool-remove")
+            thread.start()
+            with self._lock:  # close() waits for them: a stopped worker leaves none
+                self._removing = [t for t in self._removing if t.is_alive()] + [thread]
 
     @staticmethod
     def _remove(dead: list[_Warm]) -> None:
         for item in dead:
             with contextlib.suppress(Exception):
                 item.container.remove(force=True)
-            shutil.rmtree(item.parent, ignore_errors=True)
+            if item.parent.name.startswith("flowforge-warm-"):
+                shutil.rmtree(item.parent, ignore_errors=True)
 
 
 __all__ = ["MAX_KEYS", "ContainerPool"]

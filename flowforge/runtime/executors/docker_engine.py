@@ -1,5 +1,6 @@
-"""The Docker engine as job containers see it: one client per process, FlowForge's labels on
-every job container, and the leftovers a killed worker, run or pool leaves there.
+"""The Docker engine as job containers see it: one client per process, what every job
+container is created with (hardening, labels), what the engine says of one that ended, and the
+leftovers a killed worker, run or pool leaves there.
 
 Every job container carries `flowforge.workflow`, `flowforge.run-id` and `flowforge.job`
 (a warm one, made before its job, carries `warm_containers`' labels instead and names its run
@@ -12,13 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
+from flowforge.core.targets import ContainerTarget
+from flowforge.core.targets.container import ISOLATION
 from flowforge.runtime.executors import warm_containers
-from flowforge.runtime.executors.warm_containers import LABEL_DIR, LABEL_OWNER, LABEL_WARM
+from flowforge.runtime.executors.warm_containers import LABEL_DIR, LABEL_OWNER, LABEL_WARM, MOUNT
 from flowforge.runtime.prefect_client import run_finished
 
 LABEL_WORKFLOW: Final = "flowforge.workflow"
@@ -27,6 +32,7 @@ LABEL_JOB: Final = "flowforge.job"
 #: The Prefect API the creating run reported to: a reaper only judges runs of its own Prefect,
 #: so two FlowForge installations sharing one engine never remove each other's containers.
 LABEL_PREFECT: Final = "flowforge.prefect-api"
+TMPFS: Final = "rw,nosuid,nodev,size=64m"
 _client_lock = threading.Lock()
 _client: Any = None
 
@@ -49,6 +55,79 @@ def remove(container: Any) -> None:
     with contextlib.suppress(docker.errors.DockerException, OSError,
                              requests.exceptions.RequestException):
         container.remove(force=True)
+
+
+def create_options(o: ContainerTarget, env: dict[str, str], labels: dict[str, str],
+                   job_dir: Path) -> dict[str, Any]:
+    """docker-py create options of a job container, cold or warm: the target's hardening."""
+    options: dict[str, Any] = {
+        "environment": env,
+        "labels": labels,
+        "user": o.user,
+        "working_dir": o.workdir or MOUNT,
+        "network_mode": o.network,
+        **ISOLATION,
+        "read_only": o.read_only,
+        "tmpfs": {"/tmp": TMPFS},
+        "mem_limit": o.memory,
+        "memswap_limit": o.memory,  # no swap: the limit is the limit
+        "pids_limit": o.pids_limit,
+        "volumes": {str(job_dir): {"bind": MOUNT, "mode": "rw"}},
+        "stdin_open": False,
+        "tty": False,
+    }
+    if o.cpus is not None:
+        options["nano_cpus"] = int(o.cpus * 1e9)
+    return options
+
+
+#: Exit codes of a container's main process killed by SIGTERM or SIGKILL (128 + signal).
+SIGNALLED: Final = {128 + signal.SIGTERM, 128 + signal.SIGKILL}
+
+
+def signalled_by(container: Any, since: float) -> tuple[str | None, str | None]:
+    """Whether the engine sent the container a signal since `since` (its `kill` events): (None,
+    the signal's name), or (why, None) if the engine no longer answers, or (None, None)."""
+    import requests
+
+    try:
+        events = container.client.events(
+            since=f"{since:.6f}", until=f"{time.time():.6f}", decode=True,
+            filters={"container": container.id, "event": "kill"})
+        for event in events:
+            number = event.get("Actor", {}).get("Attributes", {}).get("signal", "")
+            try:
+                return None, signal.Signals(int(number)).name
+            except ValueError:
+                return None, f"signal {number}"
+    except requests.exceptions.ConnectionError as exc:
+        return str(exc), None
+    except Exception:  # the SDK's own: no verdict
+        return None, None
+    return None, None
+
+
+def inspect_state(container: Any, seconds: float) -> tuple[dict[str, Any] | None, bool]:
+    """The container's `State` ({} once it is removed) and whether the engine was away; None
+    if it did not answer again within `seconds` (a restart takes a few)."""
+    import docker
+    import requests
+
+    deadline = time.monotonic() + seconds
+    away = False
+    while True:
+        try:
+            container.reload()
+            return dict(container.attrs.get("State", {})), away
+        except docker.errors.NotFound:
+            return {}, away
+        except (requests.exceptions.ConnectionError, docker.errors.APIError):
+            away = True  # refused, or answering 5xx while it starts
+            if time.monotonic() >= deadline:
+                return None, away
+            time.sleep(0.5)
+        except docker.errors.DockerException:
+            return {}, away
 
 
 def prefect_api_url() -> str:
@@ -121,10 +200,15 @@ __all__ = [
     "LABEL_PREFECT",
     "LABEL_RUN",
     "LABEL_WORKFLOW",
+    "SIGNALLED",
+    "TMPFS",
+    "create_options",
     "docker_client",
+    "inspect_state",
     "leftovers",
     "prefect_api_url",
     "reap",
     "reap_in_background",
     "remove",
+    "signalled_by",
 ]

@@ -112,7 +112,10 @@ class WarmWorker(ProcessWorker):
             await super().__aexit__(*exc_info)
         finally:
             os.environ.pop("FLOWFORGE_CONTAINER_POOL", None)
-            await anyio.to_thread.run_sync(self._containers.close)
+            # Shielded: a worker stopping by signal exits cancelled, and the ready containers
+            # must still go.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._containers.close)
             if self._runs is not None:
                 runs, self._runs = self._runs, None
                 await runs.__aexit__(None, None, None)
