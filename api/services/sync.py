@@ -24,7 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.auth import ALL_NAMESPACES
 from api.tables import DependencyRow, JobRow, TriggerRow, WorkflowRow
 from flowforge.controlplane import crashes, deploy
-from flowforge.controlplane.client import PrefectTarget
+from flowforge.controlplane.client import PrefectTarget, reachable
 from flowforge.core.errors import PrefectUnavailableError
 from flowforge.core.workflow import Workflow
 
@@ -73,7 +73,7 @@ async def _delete_children(session: AsyncSession, row_id: int) -> None:
 
 
 async def sync_row(session: AsyncSession, row: WorkflowRow, target: PrefectTarget,
-                   *, unless_synced: bool = False) -> WorkflowRow:
+                   *, unless_synced: bool = False, probe: bool = False) -> WorkflowRow:
     """Bring Prefect in line with one row; record the outcome on the row, never raise.
 
     A failure leaves the definition stored and marked: `pending` when Prefect was unreachable
@@ -85,6 +85,9 @@ async def sync_row(session: AsyncSession, row: WorkflowRow, target: PrefectTarge
     POST was still deploying, deployed it a second time seconds later and undid whatever was
     changed in Prefect in between (a deleted schedule came back, a paused automation resumed:
     the intermittent `sync --check` failure in CI).
+
+    `probe` is for a definition write: if Prefect does not answer its health check in time,
+    the row is left `pending` at once instead of waiting out every retry.
     """
     # One sync per workflow at a time in this process: a DELETE and the background loop
     # otherwise race to remove the same deployment and the same row (seen in CI); and in every
@@ -99,7 +102,12 @@ async def sync_row(session: AsyncSession, row: WorkflowRow, target: PrefectTarge
             return row
         if unless_synced and row.sync_status == "synced" and row.deployment_id:
             return row
+        problem = await reachable(target) if probe else None
         try:
+            if problem is not None:
+                raise PrefectUnavailableError(
+                    f"Prefect API at {target.api_url} {problem}; stored, and deployed by the "
+                    "sync loop once Prefect is back")
             if row.deleted:
                 await deploy.undeploy(row.name, target)
                 await _delete_children(session, row.id)  # type: ignore[arg-type]

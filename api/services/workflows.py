@@ -259,7 +259,7 @@ async def create(session: AsyncSession, target: PrefectTarget, wf: Workflow,
         await session.rollback()
         raise ConflictError(f"workflow '{wf.name}' already exists",
                             details={"workflow": wf.name}) from exc
-    return await sync.sync_row(session, row, target)
+    return await sync.sync_row(session, row, target, probe=True)
 
 
 async def replace(session: AsyncSession, target: PrefectTarget, row: WorkflowRow, wf: Workflow,
@@ -272,7 +272,7 @@ async def replace(session: AsyncSession, target: PrefectTarget, row: WorkflowRow
                           f"not match the URL's '{row.name}'; renaming is not supported"}])
     await check_document(session, wf, who)
     row = await store(session, wf, row, secrets, who=who)
-    return await sync.sync_row(session, row, target)
+    return await sync.sync_row(session, row, target, probe=True)
 
 
 async def delete_workflow(session: AsyncSession, target: PrefectTarget, name: str,
@@ -284,7 +284,8 @@ async def delete_workflow(session: AsyncSession, target: PrefectTarget, name: st
     row.deleted, row.sync_status = True, "pending"
     session.add(row)
     await session.commit()
-    await sync.sync_row(session, row, target)  # purges the row once Prefect forgot it
+    # Purges the row once Prefect forgot it; a tombstone until then.
+    await sync.sync_row(session, row, target, probe=True)
     return (await session.exec(select(WorkflowRow).where(WorkflowRow.name == name))).first()
 
 

@@ -35,6 +35,28 @@ class PrefectTarget:
     auth_string: str | None = field(default=None, repr=False)
     #: Flow-run heartbeat interval the crash-detection automation expects (`crashes`).
     heartbeat_seconds: int = 30
+    #: How long a write waits for Prefect's health check before it stores the definition
+    #: `pending` for the sync loop instead of deploying (`reachable`).
+    probe_timeout: float = 5.0
+
+
+async def reachable(target: PrefectTarget) -> str | None:
+    """None if Prefect answers its health check within `target.probe_timeout`, else what it
+    did ("is unreachable: ...", "did not answer ...").
+
+    A write asks first: a Prefect that is down or frozen would otherwise hold it for the whole
+    `deadline` (two minutes, measured with the server stopped), retries included, though the
+    sync loop deploys the stored definition once Prefect is back."""
+    try:
+        async with httpx.AsyncClient(timeout=target.probe_timeout) as client:
+            response = await client.get(f"{target.api_url.rstrip('/')}/health")
+    except httpx.TimeoutException:
+        return f"did not answer its health check within {target.probe_timeout:g}s"
+    except httpx.HTTPError as exc:
+        return f"is unreachable: {exc or type(exc).__name__}"
+    if response.status_code >= 500:
+        return f"answered its health check with {response.status_code}"
+    return None
 
 
 @asynccontextmanager

@@ -41,6 +41,9 @@ class ControlPlaneSettings(BaseSettings):
     prefect_deadline: float = Field(default=120.0, gt=0)
     # How often the API retries the Prefect sync of workflows marked out of sync.
     sync_interval: float = 15.0
+    # How long a definition write waits for Prefect's health check before it answers with
+    # the definition stored `pending` (the sync loop deploys it once Prefect is back).
+    prefect_probe_timeout: float = Field(default=5.0, gt=0, le=120)
     # Seconds between a flow run's heartbeats (Prefect's minimum is 30): the workers
     # FlowForge starts send them, and a run silent for twice this is marked Crashed.
     heartbeat_seconds: int = Field(default=30, ge=30, le=3600)
@@ -85,7 +88,8 @@ class ControlPlaneSettings(BaseSettings):
         return PrefectTarget(api_url=self.prefect_url(), project_dir=self.project,
                              work_pool=self.work_pool, timeout=self.prefect_timeout,
                              deadline=self.prefect_deadline, auth_string=self.prefect_auth(),
-                             heartbeat_seconds=self.heartbeat_seconds)
+                             heartbeat_seconds=self.heartbeat_seconds,
+                             probe_timeout=self.prefect_probe_timeout)
 
 
 __all__ = ["ADMIN_KEY_FILE", "PREFECT_AUTH_FILE", "ControlPlaneSettings"]

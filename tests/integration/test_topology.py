@@ -80,9 +80,14 @@ def test_every_part_runs_and_answers(topology: Stack) -> None:
             assert health.status_code == 200, health.text
 
 
+#: Runs of the exactly-once test (the issue's 200; FLOWFORGE_TEST_EXACTLY_ONCE_RUNS to change).
+EXACTLY_ONCE_RUNS = int(os.environ.get("FLOWFORGE_TEST_EXACTLY_ONCE_RUNS", "200"))
+
+
 def test_runs_through_either_api_land_on_both_workers(topology: Stack, shared_dir: Path) -> None:
-    """Every run's job runs exactly once (counted by the job, not by Prefect) and both workers
-    take runs: a run both workers reached for is started by one, the other's is refused."""
+    """200 runs started alternately through the two APIs: every run's job runs exactly once
+    (counted by the job in a ledger, not by Prefect), none is lost, and each worker takes at
+    least a quarter: a run both workers reached for is started by one, the other's refused."""
     ledger = shared_dir / "ran"
     first, second = (_client(topology, topology.api_url),
                      _client(topology, _second(topology.api_url)))
@@ -90,13 +95,13 @@ def test_runs_through_either_api_land_on_both_workers(topology: Stack, shared_di
         create_workflow(first, {"name": "spread", "inputs": {"n": {"type": "integer"}},
                                 "jobs": [{"name": "a", "runtime": "bash",
                                           "env": {"N": "{{ inputs.n }}", "LEDGER": str(ledger)},
-                                          "script": 'sleep 1; echo "$N" >> "$LEDGER"'}]})
+                                          "script": 'sleep 0.5; echo "$N" >> "$LEDGER"'}]})
         assert second.get("/workflows/spread").status_code == 200  # one shared database
         run_ids = [(first if n % 2 else second).post("/workflows/spread/runs", json={
-            "inputs": {"n": n}}).json()["run_id"] for n in range(12)]
+            "inputs": {"n": n}}).json()["run_id"] for n in range(EXACTLY_ONCE_RUNS)]
         for run_id in run_ids:
-            assert wait_run(first, run_id, timeout=240)["state"] == "COMPLETED"
-    assert sorted(map(int, ledger.read_text().split())) == list(range(12))
+            assert wait_run(first, run_id, timeout=600)["state"] == "COMPLETED"
+    assert sorted(map(int, ledger.read_text().split())) == list(range(EXACTLY_ONCE_RUNS))
     taken = {}
     for log in (topology.home / "logs").glob("worker*.log"):
         lines = log.read_text().splitlines()
@@ -105,7 +110,7 @@ def test_runs_through_either_api_land_on_both_workers(topology: Stack, shared_di
             - sum(run_id in line and "Aborted submission" in line for line in lines)
             for run_id in run_ids)
     assert sum(taken.values()) == len(run_ids), taken
-    assert all(count >= 1 for count in taken.values()) and len(taken) == 2, taken
+    assert len(taken) == 2 and all(count >= len(run_ids) / 4 for count in taken.values()), taken
 
 
 def test_events_reach_the_services_process_through_redis(topology: Stack) -> None:
