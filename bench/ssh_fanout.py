@@ -14,6 +14,12 @@ opens one connection per server):
 The job is a bash script that sources the helpers, sleeps `--work` seconds and writes an output,
 so every step is real: mktemp, SFTP upload of the helpers, exec, SFTP read-back, rm. Prints the
 median of `--reps` per cell and the ratios; the goal is fan-out(16) within 1.5x of fan-out(1).
+
+`--through-runs` measures the same job inside real flow runs instead: one `flowforge up` (the
+tests' `start_stack`), the servers registered through the API, a workflow per size whose one
+job runs on that many servers; the figure is the job's own duration as the run records it
+(`started_at` to `ended_at`), so the flow run's start is not in it. Goal (issue 19): N servers
+within 1.3x of one.
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -56,11 +64,52 @@ def run_once(directory: MemoryDirectory, names: list[str], job: ScriptRequest,
     return elapsed
 
 
+def _seconds(job: dict[str, Any]) -> float:
+    started = datetime.fromisoformat(job["started_at"].replace("Z", "+00:00"))
+    ended = datetime.fromisoformat(job["ended_at"].replace("Z", "+00:00"))
+    return (ended - started).total_seconds()
+
+
+def through_runs(servers: list[Sshd], private_key: str, sizes: list[int], reps: int,
+                 work: float) -> None:
+    from tests.conftest import create_workflow, jobs_by_name, run_workflow, start_stack
+
+    script = ('source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
+              f'sleep {work}\nff_output "{{\\"ok\\": true}}"\n')
+    with tempfile.TemporaryDirectory() as home, start_stack(Path(home)) as stack, \
+            stack.client() as api:
+        for i, server in enumerate(servers):
+            made = api.post("/servers", json={
+                "name": f"s{i}", "host": "127.0.0.1", "port": server.port, "username": USER,
+                "host_key": server.host_key, "private_key": private_key})
+            assert made.status_code == 201, made.text
+        for n in sizes:
+            create_workflow(api, {"name": f"fan-{n}", "jobs": [
+                {"name": "j", "runtime": "bash", "script": script,
+                 "target": {"ssh": {"servers": [f"s{i}" for i in range(n)]}}}]})
+        run_workflow(api, "fan-1")  # warm: caches, the worker's first fork
+        rows = []
+        for n in sizes:
+            times = []
+            for _ in range(reps):
+                run = run_workflow(api, f"fan-{n}", timeout=300)
+                assert run["state"] == "COMPLETED", run
+                times.append(_seconds(jobs_by_name(run)["j"]))
+            rows.append((n, statistics.median(times), min(times), max(times)))
+    print(f"\njob through a flow run: sleep {work:g}s on each server; job start -> end as the run "
+          f"records it; median of {reps}; load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"{'servers':>8} {'median s':>9} {'min':>6} {'max':>6} {'/ one server':>13}")
+    for n, median, low, high in rows:
+        print(f"{n:>8} {median:>9.2f} {low:>6.2f} {high:>6.2f} {median / rows[0][1]:>13.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--work", type=float, default=1.0)
     parser.add_argument("--sizes", default="1,4,16")
+    parser.add_argument("--through-runs", action="store_true",
+                        help="time the job inside flow runs of a real stack instead")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     ensure_user()
@@ -77,6 +126,9 @@ def main() -> None:
             directory.add(ServerRecord(name=f"s{i}", host="127.0.0.1", port=server.port,
                                        username=USER, host_key=server.host_key),
                           Credential(private_key=key.read_text()))
+        if args.through_runs:
+            through_runs(servers, key.read_text(), sizes, args.reps, args.work)
+            return
         job = ScriptRequest(name="bench", runtime="bash",
                         script='source "$FLOWFORGE_HELPERS/flowforge.sh"\n'
                                f'sleep {args.work}\nff_output "{{\\"ok\\": true}}"\n')
