@@ -169,7 +169,7 @@ def main() -> None:
         prefect_url = f"http://127.0.0.1:{prefect_port}/api"
         try:
             wait_http(f"{api_url}/healthz", 180, proc, log)
-            run_bench(api_url, prefect_url, args)
+            run_bench(api_url, prefect_url, home, args)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -190,14 +190,19 @@ def read_all(client: Any, deployment: str) -> list[Any]:
             return runs
 
 
-def run_bench(api_url: str, prefect_url: str, args: argparse.Namespace) -> None:
-    os.environ["PREFECT_API_URL"] = prefect_url  # before Prefect is imported: it reads it once
+def run_bench(api_url: str, prefect_url: str, home: Path, args: argparse.Namespace) -> None:
+    # Before Prefect is imported (flowforge.controlplane imports it): it reads them once. Both
+    # servers are closed: the API takes the admin key `up` wrote, Prefect its basic-auth
+    # string (controlplane.settings' ADMIN_KEY_FILE and PREFECT_AUTH_FILE).
+    os.environ["PREFECT_API_URL"] = prefect_url
+    os.environ["PREFECT_API_AUTH_STRING"] = (home / "prefect-auth").read_text().strip()
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.deployments import run_deployment
 
     results: dict[str, list[float]] = {}
-    api = httpx.Client(base_url=api_url, timeout=60)
+    key = (home / "admin.key").read_text().strip()
+    api = httpx.Client(base_url=api_url, timeout=60, headers={"Authorization": f"Bearer {key}"})
     for doc in (one_job("bench-up"), one_job("bench-base"), one_job("bench-hook"),
                 one_job("bench-down", triggers=[{"type": "dependency", "upstream": ["bench-up"]}])):
         r = api.post("/workflows", json=doc)
@@ -205,7 +210,7 @@ def run_bench(api_url: str, prefect_url: str, args: argparse.Namespace) -> None:
     hook = api.post("/workflows/bench-hook/triggers", json={"type": "webhook"}).json()
 
     seen_down: set[str] = set()
-    client = SyncPrefectClient(prefect_url)
+    client = SyncPrefectClient(prefect_url, auth_string=os.environ["PREFECT_API_AUTH_STRING"])
     client.__enter__()
     for _ in range(0 if args.only == "burst" else args.reps):
         # baseline: Prefect's own run_deployment
@@ -238,7 +243,7 @@ def run_bench(api_url: str, prefect_url: str, args: argparse.Namespace) -> None:
     if args.only == "latency":
         return
     deployment = api.get("/workflows/bench-hook").json()["sync"]["deployment_id"]
-    with SyncPrefectClient(prefect_url) as client:
+    with SyncPrefectClient(prefect_url, auth_string=os.environ["PREFECT_API_AUTH_STRING"]) as client:
         client.update_work_pool("flowforge-process", WorkPoolUpdate(is_paused=True))
         try:
             start = time.monotonic()
