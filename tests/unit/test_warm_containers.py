@@ -91,14 +91,21 @@ def test_claims_go_over_the_socket(pool_socket: tuple[Path, list[dict[str, objec
     assert warm.claim(tmp_path / "absent.sock", ContainerTarget(), "run-1") is None  # no pool
 
 
-def test_the_waiter_runs_the_job_with_its_env_from_the_fifo(tmp_path: Path) -> None:
-    """The real waiter code in a real process: it blocks on the FIFO, then execs the job."""
-    job_dir = tmp_path / "job"
+def waiter_in(directory: Path) -> tuple[Path, list[str]]:
+    """A warm container's job directory under `directory` (its FIFO made), and the waiter's
+    real command reading that FIFO, with this interpreter as its python3."""
+    job_dir = directory / "job"
     job_dir.mkdir()
     fifo = job_dir / warm.START_FIFO
     os.mkfifo(fifo)
     argv = warm.waiter_argv()
     argv[0], argv[-1] = sys.executable, str(fifo)
+    return fifo, argv
+
+
+def test_the_waiter_runs_the_job_with_its_env_from_the_fifo(tmp_path: Path) -> None:
+    """The real waiter code in a real process: it blocks on the FIFO, then execs the job."""
+    fifo, argv = waiter_in(tmp_path)
     waiter = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={"PATH": os.environ["PATH"], "FROM_IMAGE": "kept"})
     claimed = warm.Claimed("c", tmp_path)
@@ -111,12 +118,7 @@ def test_the_waiter_runs_the_job_with_its_env_from_the_fifo(tmp_path: Path) -> N
 
 
 def test_a_missing_runtime_is_a_clear_error(tmp_path: Path) -> None:
-    job_dir = tmp_path / "job"
-    job_dir.mkdir()
-    fifo = job_dir / warm.START_FIFO
-    os.mkfifo(fifo)
-    argv = warm.waiter_argv()
-    argv[0], argv[-1] = sys.executable, str(fifo)
+    _, argv = waiter_in(tmp_path)
     waiter = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     assert warm.start(warm.Claimed("c", tmp_path), ["no-such-runtime"], {})
     _, err = waiter.communicate(timeout=10)

@@ -40,6 +40,7 @@ from flowforge.runtime.executors.docker_engine import (
     docker_client,
     prefect_api_url,
     reap_in_background,
+    remove,
 )
 
 logger = logging.getLogger("flowforge.container_pool")
@@ -355,8 +356,7 @@ class ContainerPool:
     @staticmethod
     def _remove(dead: list[_Warm]) -> None:
         for item in dead:
-            with contextlib.suppress(Exception):
-                item.container.remove(force=True)
+            remove(item.container)
             if item.parent.name.startswith("flowforge-warm-"):
                 shutil.rmtree(item.parent, ignore_errors=True)
 
